@@ -1,0 +1,1 @@
+"""spreadhook: OpenKruise-compatible WorkloadSpread admission webhook and reconciler."""

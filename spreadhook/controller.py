@@ -1,0 +1,151 @@
+"""The reconcile loop: a delaying work queue of WorkloadSpread keys, fed by store changes and timers.
+
+Triggers only decide *when* to sync; what a sync does comes from the observed state alone. Every
+WorkloadSpread is also resynced periodically, so a missed or coalesced event costs at most one period, and
+pods created while the webhook was down are adopted on the next pass even if nothing else happens
+(upstream adopts them only when an unrelated event arrives). Only the leader syncs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from spreadhook import workloads
+from spreadhook.reconciler import Reconciler
+from spreadhook.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 10.0
+COALESCE_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class Elector(Protocol):
+    def is_leader(self) -> bool:
+        """True while this process holds the lease."""
+
+
+class AlwaysLeader:
+    """The embedded store has one process, so it always leads."""
+
+    def is_leader(self) -> bool:
+        return True
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        reconciler: Reconciler,
+        *,
+        elector: Elector | None = None,
+        resync_seconds: float = RESYNC_SECONDS,
+    ) -> None:
+        self._store = store
+        self._reconciler = reconciler
+        self._elector = elector or AlwaysLeader()
+        self._resync = resync_seconds
+        self._lock = threading.Condition()
+        self._due: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self.syncs = 0
+
+    def enqueue(self, key: str, delay: float = 0.0) -> None:
+        """Ask for a sync of ``namespace/name`` after ``delay``; an earlier request for the key wins."""
+        at = time.monotonic() + delay
+        with self._lock:
+            if key in self._scheduled and self._scheduled[key] <= at:
+                return
+            self._scheduled[key] = at
+            heapq.heappush(self._due, (at, key))
+            self._lock.notify()
+
+    def namespace_changed(self, namespace: str) -> None:
+        """A pod or workload of ``namespace`` changed: sync its WorkloadSpreads soon. Called on every watch
+        event, so it only marks the namespace; a burst of thousands of pods costs one sync per period."""
+        with self._lock:
+            if namespace not in self._dirty:
+                self._dirty.add(namespace)
+                self._lock.notify()
+
+    def _enqueue_dirty(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for namespace in dirty:
+            for ws in self._store.workload_spreads(namespace):
+                self.enqueue(ws.key, COALESCE_SECONDS)
+
+    def _next(self, stop: threading.Event) -> str | None:
+        while not stop.is_set():
+            self._enqueue_dirty()
+            with self._lock:
+                if self._dirty:
+                    continue
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    at, key = heapq.heappop(self._due)
+                    if self._scheduled.get(key) != at:
+                        continue  # superseded by an earlier request
+                    del self._scheduled[key]
+                    return key
+                self._lock.wait(min(self._due[0][0] - now, 1.0) if self._due else 1.0)
+        return None
+
+    def run(self, stop: threading.Event) -> None:
+        resync = threading.Thread(target=self._resync_loop, args=(stop,), name="spreadhook-resync", daemon=True)
+        resync.start()
+        while (key := self._next(stop)) is not None:
+            if not self._elector.is_leader():
+                continue
+            self._sync(key)
+
+    def _resync_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self._elector.is_leader() and self._store.synced():
+                for ws in self._store.workload_spreads():
+                    self.enqueue(ws.key)
+            stop.wait(self._resync)
+
+    def _sync(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        try:
+            result = self._reconciler.sync(namespace, name)
+        except StoreError as exc:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**failures)
+            log.warning("sync of WorkloadSpread %s failed (%s); retrying in %.1fs", key, exc, delay)
+            self.enqueue(key, delay)
+            return
+        except Exception:
+            log.exception("sync of WorkloadSpread %s failed unexpectedly", key)
+            self.enqueue(key, MAX_BACKOFF_SECONDS)
+            return
+        self.syncs += 1
+        self._failures.pop(key, None)
+        if result is not None and result.requeue_after is not None:
+            self.enqueue(key, result.requeue_after + 0.05)
+
+
+def start_controller(
+    store: Store,
+    *,
+    clock: Callable[[], dt.datetime],
+    custom: Iterable[workloads.CustomWorkload] = (),
+    elector: Elector | None = None,
+) -> tuple[Controller, threading.Event]:
+    """Run the loop in a daemon thread; set the returned event to stop it."""
+    controller = Controller(store, Reconciler(store, clock=clock, custom_workloads=custom), elector=elector)
+    store.subscribe(controller.namespace_changed)
+    stop = threading.Event()
+    threading.Thread(target=controller.run, args=(stop,), name="spreadhook-controller", daemon=True).start()
+    return controller, stop

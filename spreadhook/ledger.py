@@ -1,0 +1,214 @@
+"""Reserve and release subset slots in the WorkloadSpread status, with compare-and-swap and group commit.
+
+The status on the API server is the only truth; this module never trusts its own memory beyond one
+``resourceVersion``. Concurrent admissions for one WorkloadSpread in this process queue behind the write in
+flight; when it lands, the next leader takes every queued request and commits them all in one status write
+(group commit). A 409 Conflict (another process wrote first) re-reads the object past every cache and
+re-decides the whole batch, until the deadline the caller gives: a pod is never refused because of
+contention that the API server itself can absorb.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spreadhook import spread
+from spreadhook.model import WorkloadSpread
+from spreadhook.store import Conflict, NotFound, Store, StoreError
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LedgerTimeout(StoreError):
+    """The ledger could not commit before the caller's deadline."""
+
+
+@dataclass(slots=True)
+class _Request:
+    """One admission waiting for a commit. ``promoted`` means: the previous leader handed the lead to us."""
+
+    pod: Mapping[str, Any]
+    deleting: bool
+    workload_replicas: int
+    done: threading.Event = field(default_factory=threading.Event)
+    promoted: bool = False
+    finished: bool = False
+    admission: spread.Admission | None = None
+    released: spread.Release | None = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Group:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: list[_Request] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStats:
+    batch_size: int
+    conflicts: int
+    wrote: bool
+
+
+class Ledger:
+    """The webhook's side of the WorkloadSpread status."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = utcnow,
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        on_commit: Callable[[CommitStats], None] = lambda stats: None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._new_uid = new_uid
+        self._on_commit = on_commit
+        self._groups: dict[str, _Group] = {}
+        self._groups_lock = threading.Lock()
+        self._written: dict[str, WorkloadSpread] = {}
+
+    def admit(
+        self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int, deadline: float
+    ) -> spread.Admission:
+        """Choose the pod's subset and make sure the status records it before returning."""
+        if not spread.needs_ledger(ws):
+            return spread.admit(ws, ws.status.clone(), pod, workload_replicas=workload_replicas,
+                                now=self._clock(), new_uid=self._new_uid)
+        request = self._submit(ws, _Request(pod, False, workload_replicas), deadline)
+        assert request.admission is not None
+        return request.admission
+
+    def release(self, ws: WorkloadSpread, pod: Mapping[str, Any], *, deadline: float) -> spread.Release:
+        """Record a pod DELETE or eviction and give its slot back."""
+        if not spread.needs_ledger(ws):
+            return spread.Release(None, False)
+        request = self._submit(ws, _Request(pod, True, 0), deadline)
+        assert request.released is not None
+        return request.released
+
+    # -- group commit ------------------------------------------------------------------------------
+
+    def _group(self, key: str) -> _Group:
+        with self._groups_lock:
+            return self._groups.setdefault(key, _Group())
+
+    def _submit(self, ws: WorkloadSpread, request: _Request, deadline: float) -> _Request:
+        group = self._group(ws.key)
+        with group.lock:
+            group.queue.append(request)
+            lead = not group.busy
+            group.busy = True
+        while not lead:
+            if not request.done.wait(max(0.0, deadline - time.monotonic())):
+                with group.lock:
+                    if request in group.queue and not request.promoted:
+                        group.queue.remove(request)
+                        raise LedgerTimeout(f"no ledger commit for WorkloadSpread {ws.key} before the deadline")
+                # A leader already holds this request (or just handed us the lead): see it through.
+                request.done.wait()
+            if request.finished:
+                return self._result(request)
+            request.done.clear()
+            lead = request.promoted
+        self._lead(ws, group, deadline)
+        return self._result(request)
+
+    @staticmethod
+    def _result(request: _Request) -> _Request:
+        if request.error is not None:
+            raise request.error
+        return request
+
+    def _lead(self, ws: WorkloadSpread, group: _Group, deadline: float) -> None:
+        """Commit everything queued so far, then pass the lead to the first request still waiting."""
+        with group.lock:
+            batch, group.queue = group.queue, []
+        try:
+            self._commit(ws, batch, deadline)
+        except BaseException as exc:  # every waiter must learn the outcome, whatever it was
+            for request in batch:
+                request.error = exc
+        finally:
+            for request in batch:
+                request.finished = True
+                request.done.set()
+            with group.lock:
+                if group.queue:
+                    group.queue[0].promoted = True
+                    group.queue[0].done.set()
+                else:
+                    group.busy = False
+
+    def _commit(self, ws: WorkloadSpread, batch: list[_Request], deadline: float) -> None:
+        current = self._newest(ws)
+        conflicts = 0
+        while True:
+            status = current.status.clone()
+            now = self._clock()
+            changed = False
+            for request in batch:
+                if request.deleting:
+                    request.released = spread.release(current, status, request.pod, now=now)
+                    changed |= request.released.changed
+                else:
+                    request.admission = spread.admit(current, status, request.pod,
+                                                     workload_replicas=request.workload_replicas, now=now,
+                                                     new_uid=self._new_uid)
+                    changed |= request.admission.changed
+            if not changed:
+                self._on_commit(CommitStats(len(batch), conflicts, False))
+                return
+            try:
+                written = self._store.write_status(current, status)
+            except Conflict:
+                conflicts += 1
+                if time.monotonic() >= deadline:
+                    raise LedgerTimeout(f"WorkloadSpread {ws.key}: {conflicts} write conflicts before the "
+                                        "deadline") from None
+                fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
+                if fresh is None:
+                    raise NotFound(f"WorkloadSpread {ws.key} was deleted") from None
+                current = fresh
+                continue
+            self._remember(written)
+            self._on_commit(CommitStats(len(batch), conflicts, True))
+            return
+
+    def _newest(self, ws: WorkloadSpread) -> WorkloadSpread:
+        """The newer of the caller's copy and the last one this process wrote (caches lag our own writes)."""
+        with self._groups_lock:
+            mine = self._written.get(ws.key)
+        if mine is None or mine.uid != ws.uid or _version(mine.resource_version) <= _version(ws.resource_version):
+            return ws
+        return mine
+
+    def _remember(self, written: WorkloadSpread) -> None:
+        with self._groups_lock:
+            self._written[written.key] = written
+
+    def forget(self, key: str) -> None:
+        """Drop what this process remembers of a deleted WorkloadSpread."""
+        with self._groups_lock:
+            self._written.pop(key, None)
+
+
+def _version(resource_version: str) -> int:
+    """resourceVersions are opaque, but etcd's are integers; comparing them is what upstream does too."""
+    try:
+        return int(resource_version)
+    except ValueError:
+        return -1

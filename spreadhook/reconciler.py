@@ -1,0 +1,137 @@
+"""The reconciler: makes each WorkloadSpread's status and its pods' deletion costs true to what exists.
+
+Level-triggered: every sync starts from the pods, the workload and the WorkloadSpread as they are now, never
+from remembered events, so a sync can be repeated, interrupted or run by a new leader at any time. The
+decision itself is ``spread.reconcile`` (pure); this module only gathers its inputs and applies its outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spreadhook import spread, workloads
+from spreadhook.model import Obj, WorkloadSpread
+from spreadhook.store import Conflict, NotFound, Store, StoreError, WorkloadKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    status_written: bool
+    adopted: int
+    costs_patched: int
+    rescheduled: int
+    requeue_after: float | None
+
+
+class Reconciler:
+    """Syncs one WorkloadSpread at a time against a ``Store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], dt.datetime],
+        custom_workloads: Iterable[workloads.CustomWorkload] = (),
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._custom = tuple(custom_workloads)
+        self._kinds = workloads.known_kinds(self._custom)
+
+    def governed_pods(self, ws: WorkloadSpread) -> list[Obj]:
+        """The pods of the WorkloadSpread's workload (through their owner chain) that its filter selects."""
+        ref = ws.target_ref
+        if ref is None:
+            return []
+        target = WorkloadKey.of_ref(ws.namespace, ref)
+        pods = []
+        for pod in self._store.pods(ws.namespace):
+            chain = workloads.owner_chain(pod, self._lookup(ws.namespace), self._kinds)
+            if any(WorkloadKey.of_owner(ws.namespace, {"apiVersion": a, "kind": k, "name": n}) == target
+                   for a, k, n in chain) and workloads.selects(ws, pod):
+                pods.append(pod)
+        return pods
+
+    def _lookup(self, namespace: str) -> workloads.OwnerLookup:
+        return lambda api_version, kind, name: self._store.workload(namespace, api_version, kind, name)
+
+    def plan(self, ws: WorkloadSpread, *, workload_replicas: int | None = None) -> spread.ReconcilePlan:
+        """What the next sync would do, without doing it (``spreadhook plan`` and tests use this too)."""
+        ref = ws.target_ref
+        workload = self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name) if ref else None
+        replica_sets = self._replica_sets_of(ws, workload)
+        return spread.reconcile(
+            ws,
+            self.governed_pods(ws),
+            workload_replicas=workloads.replicas(ws, workload, self._custom)
+            if workload_replicas is None else workload_replicas,
+            nodes=self._store.nodes(),
+            now=self._clock(),
+            latest_version=workloads.latest_version(workload, replica_sets),
+        )
+
+    def _replica_sets_of(self, ws: WorkloadSpread, workload: Mapping[str, Any] | None) -> list[Obj]:
+        if workload is None or workload.get("kind") != "Deployment":
+            return []
+        owned = []
+        for pod in self.governed_pods(ws):
+            ref = workloads.controller_of(pod)
+            if ref is not None and ref.get("kind") == "ReplicaSet":
+                rs = self._store.workload(ws.namespace, str(ref.get("apiVersion")), "ReplicaSet", str(ref.get("name")))
+                if rs is not None and rs not in owned:
+                    owned.append(rs)
+        return owned
+
+    def sync(self, namespace: str, name: str, *, workload_replicas: int | None = None) -> SyncResult | None:
+        """One level-triggered pass; None when the WorkloadSpread is gone. A status conflict is retried on a
+        fresh read, because the webhook writes the same status between our read and our write."""
+        for _ in range(5):
+            ws = self._store.fresh_workload_spread(namespace, name)
+            if ws is None:
+                return None
+            plan = self.plan(ws, workload_replicas=workload_replicas)
+            try:
+                return self._apply(ws, plan)
+            except Conflict:
+                log.debug("status conflict on %s/%s, re-reading", namespace, name)
+        raise StoreError(f"WorkloadSpread {namespace}/{name}: status kept conflicting")
+
+    def _apply(self, ws: WorkloadSpread, plan: spread.ReconcilePlan) -> SyncResult:
+        # Deletion costs and adoptions first (upstream order): a scale-in racing this sync then already
+        # sees the right order.
+        for adoption in plan.adoptions:
+            self._patch_pod(ws, adoption.pod, adoption.patch)
+        for pod, cost in plan.deletion_costs.items():
+            self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
+        written = plan.status != ws.status
+        if written:
+            self._store.write_status(ws, plan.status)
+        rescheduled = 0
+        for pod in plan.reschedule:
+            try:
+                self._store.delete_pod(ws.namespace, pod)
+                rescheduled += 1
+            except NotFound:
+                pass
+            except StoreError as exc:
+                self._store.record_event(ws, "Warning", "DeletePodFailed",
+                                         f"Failed to delete unschedulable Pod {pod}: {exc}")
+        for event in plan.events:
+            self._store.record_event(ws, event.type, event.reason, event.message)
+        return SyncResult(written, len(plan.adoptions), len(plan.deletion_costs), rescheduled, plan.requeue_after)
+
+    def _patch_pod(self, ws: WorkloadSpread, pod: str, patch: Obj) -> None:
+        try:
+            self._store.patch_pod(ws.namespace, pod, patch)
+        except NotFound:
+            pass  # gone since we listed it; the next sync sees that
+        except StoreError as exc:
+            self._store.record_event(ws, "Warning", "PatchPodDeletionCostFailed",
+                                     f"Failed to patch Pod {pod}: {exc}")
+            raise

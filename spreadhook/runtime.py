@@ -1,0 +1,101 @@
+"""Wiring: which store, which ledger, which app, for ``serve``, ``run`` and ``demo``.
+
+Kept apart from the modules it wires so that each of them stays testable alone, and from ``cli`` so that
+argument parsing and object construction do not mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from flask import Flask
+
+from spreadhook import admission, model, workloads
+from spreadhook.ledger import Ledger
+from spreadhook.metrics import Metrics
+from spreadhook.server import ReloadingTLS, ServeOptions, create_app, draining
+from spreadhook.store import MemoryStore, Store
+
+log = logging.getLogger(__name__)
+
+CUSTOM_WORKLOADS_ENV = "SPREADHOOK_CUSTOM_WORKLOADS"
+"""Upstream's custom-workload whitelist JSON (``WorkloadSpread_Watch_Custom_Workload_WhiteList``)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def custom_workloads() -> list[workloads.CustomWorkload]:
+    return workloads.parse_whitelist(os.environ.get(CUSTOM_WORKLOADS_ENV, ""))
+
+
+def seed_memory_store(store: MemoryStore, documents: Iterable[Mapping[str, Any]]) -> None:
+    """Load WorkloadSpreads, workloads, pods and nodes into the embedded store, as ``kubectl apply`` would."""
+    for doc in documents:
+        kind = doc.get("kind")
+        if kind == model.KIND:
+            store.apply_workload_spread(doc)
+        elif kind == "Pod":
+            store.put_pod(doc)
+        elif kind == "Node":
+            store.put_node(doc)
+        elif isinstance(doc.get("metadata"), dict):
+            store.apply_workload({**doc, "metadata": {"namespace": "default", **doc["metadata"]}})
+
+
+def build_store(options: ServeOptions) -> Store:
+    if options.store == "memory":
+        store = MemoryStore()
+        if options.seed:
+            with open(options.seed, encoding="utf-8") as handle:
+                seed_memory_store(store, [d for d in yaml.safe_load_all(handle) if isinstance(d, dict)])
+        return store
+    from spreadhook.kubestore import KubeStore
+
+    kube = KubeStore.from_environment(pods=options.reconcile)
+    kube.start()
+    return kube
+
+
+def build_webhook(store: Store, metrics: Metrics) -> admission.Webhook:
+    ledger = Ledger(store, clock=utcnow, on_commit=metrics.ledger_commit)
+    return admission.Webhook(store, ledger, custom_workloads=custom_workloads(), clock=utcnow)
+
+
+def start_reconciler(store: Store) -> None:
+    """The reconcile loop in this process; against the API server, only while holding the Lease."""
+    from spreadhook.controller import start_controller
+    from spreadhook.kubestore import KubeStore, LeaseElector
+
+    elector = None
+    if isinstance(store, KubeStore):
+        elector = LeaseElector.from_environment(store)
+        elector.start()
+    start_controller(store, clock=utcnow, custom=custom_workloads(), elector=elector)
+
+
+def build_app(
+    options: ServeOptions, tls: ReloadingTLS | None, store: Store | None = None, metrics: Metrics | None = None
+) -> Flask:
+    """Everything one worker process serves. The demo passes its own store and metrics, to share them."""
+    from spreadhook import certs
+
+    metrics = metrics or Metrics()
+    store = store if store is not None else build_store(options)
+    if tls is not None:
+        tls.observe(lambda path: metrics.cert_expiry.set(certs.certificate_expiry(path).timestamp()))
+    webhook = build_webhook(store, metrics)
+    if options.reconcile:
+        start_reconciler(store)
+
+    def status_of(namespace: str, name: str) -> dict[str, Any] | None:
+        ws = store.workload_spread(namespace, name)
+        return model.to_dict(ws) if ws is not None else None
+
+    return create_app(webhook, metrics, ready=lambda: store.synced(), draining=draining, status_of=status_of)

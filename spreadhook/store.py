@@ -1,0 +1,249 @@
+"""Where WorkloadSpreads, their workloads and pods are read and the ledger is written.
+
+``Store`` is the one small interface the ledger, the server and the reconciler use. ``KubeStore`` (in
+``kubestore``) backs it with the API server: watch-fed caches for reads, the status subresource with a
+``resourceVersion`` precondition for writes. ``MemoryStore`` backs it in-process with the same
+compare-and-swap contract, for ``spreadhook demo``/``plan`` and fast tests: a second implementation of the
+interface, not a mock of the API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from spreadhook import strategic
+from spreadhook.model import (
+    Obj,
+    TargetRef,
+    WorkloadSpread,
+    WorkloadSpreadStatus,
+    api_group,
+    parse,
+    status_to_dict,
+    to_dict,
+)
+
+
+class StoreError(RuntimeError):
+    """The store could not answer (API server unreachable, timeout, forbidden)."""
+
+
+class Conflict(StoreError):
+    """The object changed since it was read: re-read and decide again (HTTP 409)."""
+
+
+class NotFound(StoreError):
+    """The object does not exist (HTTP 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadKey:
+    """A workload as a WorkloadSpread's targetRef names it: group, kind and name; never the version."""
+
+    namespace: str
+    group: str
+    kind: str
+    name: str
+
+    @classmethod
+    def of_ref(cls, namespace: str, ref: TargetRef) -> WorkloadKey:
+        return cls(namespace, ref.group, ref.kind, ref.name)
+
+    @classmethod
+    def of_owner(cls, namespace: str, owner: Mapping[str, Any]) -> WorkloadKey:
+        return cls(namespace, api_group(str(owner.get("apiVersion", ""))), str(owner.get("kind", "")),
+                   str(owner.get("name", "")))
+
+
+class Store(Protocol):
+    """What spreadhook needs from the cluster. Reads may come from a cache; ``fresh_workload_spread`` and
+    ``write_status`` never do."""
+
+    def workload_spread(self, namespace: str, name: str) -> WorkloadSpread | None:
+        """The cached WorkloadSpread, or None."""
+
+    def workload_spread_for(self, target: WorkloadKey) -> WorkloadSpread | None:
+        """The WorkloadSpread whose targetRef names ``target`` (an index lookup, not a scan)."""
+
+    def workload_spreads(self, namespace: str | None = None) -> list[WorkloadSpread]:
+        """Every cached WorkloadSpread (of one namespace)."""
+
+    def fresh_workload_spread(self, namespace: str, name: str) -> WorkloadSpread | None:
+        """Read past every cache: used after a conflict, when the cache is known to be stale."""
+
+    def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        """Replace the status if ``ws.resource_version`` is still current, else raise ``Conflict``."""
+
+    def workload(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
+        """A workload or intermediate owner (Deployment, ReplicaSet, CloneSet, ...), cached."""
+
+    def pods(self, namespace: str) -> list[Obj]:
+        """Every pod of a namespace, cached (for the reconciler)."""
+
+    def pod(self, namespace: str, name: str) -> Obj:
+        """One pod (for an eviction, whose review carries no pod); raises ``NotFound``."""
+
+    def nodes(self) -> dict[str, Obj]:
+        """Every node by name, cached (for adopting pods that were created without the webhook)."""
+
+    def patch_pod(self, namespace: str, name: str, patch: Obj) -> None:
+        """Strategic-merge-patch a pod's metadata (adoption, deletion cost)."""
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod so its workload re-creates it (Adaptive rescheduling)."""
+
+    def record_event(self, ws: WorkloadSpread, event_type: str, reason: str, message: str) -> None:
+        """Publish a Kubernetes Event about ``ws``; best effort, never raises."""
+
+    def synced(self) -> bool:
+        """True once the caches hold a full list, so answers are not made from a half-filled cache."""
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(namespace)`` whenever a pod, workload or WorkloadSpread of a namespace changes."""
+
+
+class MemoryStore:
+    """An in-process store with the API server's compare-and-swap contract on WorkloadSpread status."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version = 0
+        self._spreads: dict[tuple[str, str], Obj] = {}
+        self._workloads: dict[tuple[str, str, str, str], Obj] = {}
+        self._pods: dict[tuple[str, str], Obj] = {}
+        self._nodes: dict[str, Obj] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self._subscribers: list[Callable[[str], None]] = []
+        self.status_writes = 0
+        self.conflicts = 0
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    # -- objects put in by the embedding program (the demo, plan, tests) ----------------------------
+
+    def apply_workload_spread(self, obj: Mapping[str, Any]) -> WorkloadSpread:
+        """Create or replace a WorkloadSpread (spec and metadata), keeping its status as the API server does."""
+        with self._lock:
+            ws = copy.deepcopy(dict(obj))
+            metadata = ws.setdefault("metadata", {})
+            metadata.setdefault("namespace", "default")
+            key = (metadata["namespace"], metadata["name"])
+            previous = self._spreads.get(key)
+            metadata.setdefault("uid", f"uid-{metadata['namespace']}-{metadata['name']}")
+            metadata["generation"] = (previous or {}).get("metadata", {}).get("generation", 0) + 1
+            metadata["resourceVersion"] = self._next_version()
+            if previous is not None and "status" in previous:
+                ws["status"] = previous["status"]
+            stored = to_dict(parse(ws))
+            self._spreads[key] = stored
+        self._notify(key[0])
+        return parse(stored)
+
+    def apply_workload(self, obj: Mapping[str, Any]) -> None:
+        metadata = obj["metadata"]
+        key = (metadata.get("namespace", "default"), api_group(obj["apiVersion"]), obj["kind"], metadata["name"])
+        with self._lock:
+            self._workloads[key] = copy.deepcopy(dict(obj))
+        self._notify(key[0])
+
+    def put_pod(self, pod: Mapping[str, Any]) -> None:
+        metadata = pod["metadata"]
+        namespace = metadata.get("namespace", "default")
+        with self._lock:
+            self._pods[(namespace, metadata["name"])] = copy.deepcopy(dict(pod))
+        self._notify(namespace)
+
+    # -- Store -------------------------------------------------------------------------------------
+
+    def workload_spread(self, namespace: str, name: str) -> WorkloadSpread | None:
+        with self._lock:
+            obj = self._spreads.get((namespace, name))
+        return parse(obj) if obj is not None else None
+
+    fresh_workload_spread = workload_spread
+
+    def workload_spread_for(self, target: WorkloadKey) -> WorkloadSpread | None:
+        for ws in self.workload_spreads(target.namespace):
+            ref = ws.target_ref
+            if ref is not None and (ref.group, ref.kind, ref.name) == (target.group, target.kind, target.name):
+                return ws
+        return None
+
+    def workload_spreads(self, namespace: str | None = None) -> list[WorkloadSpread]:
+        with self._lock:
+            objs = [o for (ns, _), o in self._spreads.items() if namespace is None or ns == namespace]
+        return [parse(o) for o in objs]
+
+    def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        with self._lock:
+            current = self._spreads.get((ws.namespace, ws.name))
+            if current is None:
+                raise NotFound(f"WorkloadSpread {ws.key} not found")
+            if current["metadata"]["resourceVersion"] != ws.resource_version:
+                self.conflicts += 1
+                raise Conflict(f"WorkloadSpread {ws.key} was modified: resourceVersion {ws.resource_version} is "
+                               f"stale")
+            updated = dict(current)
+            updated["metadata"] = {**current["metadata"], "resourceVersion": self._next_version()}
+            updated["status"] = status_to_dict(status)
+            self._spreads[(ws.namespace, ws.name)] = updated
+            self.status_writes += 1
+        return parse(updated)
+
+    def workload(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
+        with self._lock:
+            obj = self._workloads.get((namespace, api_group(api_version), kind, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def pods(self, namespace: str) -> list[Obj]:
+        with self._lock:
+            return [copy.deepcopy(p) for (ns, _), p in self._pods.items() if ns == namespace]
+
+    def pod(self, namespace: str, name: str) -> Obj:
+        with self._lock:
+            found = self._pods.get((namespace, name))
+            if found is None:
+                raise NotFound(f"pod {namespace}/{name} not found")
+            return copy.deepcopy(found)
+
+    def nodes(self) -> dict[str, Obj]:
+        with self._lock:
+            return copy.deepcopy(self._nodes)
+
+    def put_node(self, node: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._nodes[node["metadata"]["name"]] = copy.deepcopy(dict(node))
+
+    def patch_pod(self, namespace: str, name: str, patch: Obj) -> None:
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise NotFound(f"pod {namespace}/{name} not found")
+            self._pods[(namespace, name)] = strategic.apply_pod_patch(pod, patch)
+        self._notify(namespace)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            if self._pods.pop((namespace, name), None) is None:
+                raise NotFound(f"pod {namespace}/{name} not found")
+        self._notify(namespace)
+
+    def record_event(self, ws: WorkloadSpread, event_type: str, reason: str, message: str) -> None:
+        with self._lock:
+            self.events.append((ws.key, event_type, reason, message))
+
+    def synced(self) -> bool:
+        return True
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        self._subscribers.append(callback)
+
+    def _notify(self, namespace: str) -> None:
+        for callback in list(self._subscribers):
+            callback(namespace)

@@ -1,0 +1,314 @@
+"""The shared decision: subset choice and ledger (webhook side), status, adoption, deletion cost and
+Adaptive rescheduling (reconciler side), pinned to upstream's behaviour."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from spreadhook import model, spread
+from spreadhook.model import WorkloadSpread, WorkloadSpreadStatus
+from tests.unit.factories import T0, node, pod, ws
+
+BANDWIDTH = [{"name": "a", "maxReplicas": 2}, {"name": "b", "maxReplicas": 1}, {"name": "c"}]
+
+
+def admit(w: WorkloadSpread, status: WorkloadSpreadStatus, p: dict[str, Any], *, replicas: int = 10,
+          now: dt.datetime = T0) -> spread.Admission:
+    uids = (f"uid-{i}" for i in itertools.count())
+    return spread.admit(w, status, p, workload_replicas=replicas, now=now, new_uid=lambda: next(uids))
+
+
+def chosen(w: WorkloadSpread, count: int, **kwargs: Any) -> list[str | None]:
+    status = w.status.clone()
+    names = []
+    for i in range(count):
+        decision = admit(w, status, pod(f"app-{i}"), **kwargs)
+        names.append(decision.subset.name if decision.subset else None)
+    return names
+
+
+def test_subsets_fill_in_spec_order_up_to_their_integer_max() -> None:
+    assert chosen(ws(BANDWIDTH), 5) == ["a", "a", "b", "c", "c"]
+
+
+def test_percent_max_is_resolved_against_workload_replicas_rounding_up() -> None:
+    w = ws([{"name": "a", "maxReplicas": "50%"}, {"name": "b", "maxReplicas": "25%"},
+            {"name": "c", "maxReplicas": "25%"}])
+    assert chosen(w, 5, replicas=5) == ["a", "a", "a", "b", "b"]
+
+
+def test_no_subset_with_room_admits_the_pod_unchanged() -> None:
+    w = ws([{"name": "a", "maxReplicas": 1}, {"name": "b", "maxReplicas": 1}])
+    assert chosen(w, 3) == ["a", "b", None]
+
+
+def test_unlimited_subset_takes_pods_without_a_ledger_entry() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    for i in range(3):
+        admit(w, status, pod(f"app-{i}"))
+    decision = admit(w, status, pod("app-3"))
+    assert decision.subset is not None and decision.subset.name == "c"
+    assert not decision.changed
+    assert status.versioned_subset_statuses[model.VERSION_IGNORED][2].creating_pods == {}
+
+
+def test_admission_records_creating_pod_and_decrements_missing_replicas() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    decision = admit(w, status, pod("app-0"))
+    entry = status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert decision.changed
+    assert entry.creating_pods == {"app-0": "2026-01-01T12:00:00Z"}
+    assert entry.missing_replicas == 1
+
+
+def test_readmitting_a_pod_already_in_the_ledger_changes_nothing() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    admit(w, status, pod("app-0"))
+    again = admit(w, status, pod("app-0"))
+    assert again.subset is not None and again.subset.name == "a" and not again.changed
+    assert status.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas == 1
+
+
+def test_nameless_pod_is_keyed_by_a_generated_uid() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    decision = admit(w, status, pod(generate_name=True))
+    assert decision.generated_uid == "uid-0"
+    assert "uid-0" in status.versioned_subset_statuses[model.VERSION_IGNORED][0].creating_pods
+
+
+def test_single_unlimited_subset_never_touches_the_ledger() -> None:
+    w = ws([{"name": "only"}])
+    status = w.status.clone()
+    decision = admit(w, status, pod())
+    assert decision.subset is not None and not decision.changed and status.versioned_subset_statuses == {}
+
+
+def test_unschedulable_subset_is_skipped() -> None:
+    w = ws(BANDWIDTH, status={"versionedSubsetStatuses": {"versionIgnored": [
+        {"name": "a", "replicas": 0, "missingReplicas": 2,
+         "conditions": [{"type": "Schedulable", "status": "False", "reason": "PodUnschedulable",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z", "message": ""}]},
+        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
+    assert chosen(w, 2) == ["b", "c"]
+
+
+def test_deployment_pods_use_a_ledger_per_pod_template_hash() -> None:
+    w = ws([{"name": "a", "maxReplicas": 1}, {"name": "b"}], kind="Deployment")
+    status = w.status.clone()
+    old = admit(w, status, pod("old", owner_kind="ReplicaSet", labels={"pod-template-hash": "v1"}))
+    new = admit(w, status, pod("new", owner_kind="ReplicaSet", labels={"pod-template-hash": "v2"}))
+    assert old.subset and new.subset and old.subset.name == new.subset.name == "a"
+    assert set(status.versioned_subset_statuses) == {"v1", "v2"}
+
+
+def test_statefulset_pods_go_by_ordinal_ranges_without_a_ledger() -> None:
+    w = ws([{"name": "a", "maxReplicas": 2}, {"name": "b", "maxReplicas": 3}, {"name": "c"}], kind="StatefulSet")
+    status = w.status.clone()
+    names = [admit(w, status, pod(f"db-{i}", owner_kind="StatefulSet")).subset for i in range(7)]
+    assert [s.name if s else None for s in names] == ["a", "a", "b", "b", "b", "c", "c"]
+    assert status.versioned_subset_statuses == {}
+
+
+def test_release_records_deleting_pod_and_gives_the_slot_back() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    admit(w, status, pod("app-0"))
+    running = pod("app-1", annotations={spread.MATCHED_ANNOTATION: '{"name":"ws","subset":"a"}'})
+    admit(w, status, pod("app-1"))
+    status.versioned_subset_statuses[model.VERSION_IGNORED][0].creating_pods.pop("app-1")
+    released = spread.release(w, status, running, now=T0)
+    entry = status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert released == spread.Release("a", True)
+    assert entry.deleting_pods == {"app-1": "2026-01-01T12:00:00Z"} and entry.missing_replicas == 1
+
+
+def test_release_of_a_pod_still_in_creating_pods_gives_nothing_back() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    admit(w, status, pod("app-0"))
+    annotated = pod("app-0", annotations={spread.MATCHED_ANNOTATION: '{"name":"ws","subset":"a"}'})
+    assert spread.release(w, status, annotated, now=T0) == spread.Release("a", False)
+
+
+def test_matched_annotation_keys_are_case_insensitive() -> None:
+    p = pod(annotations={spread.MATCHED_ANNOTATION: '{"Name":"ws","Subset":"b"}'})
+    assert spread.matched(p) == spread.Matched("ws", "b")
+
+
+# -- reconcile ---------------------------------------------------------------------------------------
+
+
+def in_subset(name: str, subset: str, **kwargs: Any) -> dict[str, Any]:
+    annotations = {spread.MATCHED_ANNOTATION: spread.Matched("ws", subset).to_annotation(),
+                   **kwargs.pop("annotations", {})}
+    return pod(name, annotations=annotations, **kwargs)
+
+
+def reconcile(w: WorkloadSpread, pods: list[dict[str, Any]], *, replicas: int = 10, now: dt.datetime = T0,
+              nodes: dict[str, Any] | None = None, latest: str | None = None) -> spread.ReconcilePlan:
+    return spread.reconcile(w, pods, workload_replicas=replicas, nodes=nodes or {}, now=now, latest_version=latest)
+
+
+def test_status_counts_active_pods_per_subset() -> None:
+    w = ws(BANDWIDTH)
+    pods = [in_subset("p0", "a"), in_subset("p1", "a"), in_subset("p2", "c"),
+            in_subset("done", "b", phase="Succeeded")]
+    plan = reconcile(w, pods)
+    assert [(s.name, s.replicas, s.missing_replicas) for s in plan.status.subset_statuses] == [
+        ("a", 2, 0), ("b", 0, 1), ("c", 1, -1)]
+    assert plan.status.versioned_subset_statuses[model.VERSION_IGNORED] == plan.status.subset_statuses
+
+
+def recent(seconds: int) -> str:
+    return model.format_time(T0 - dt.timedelta(seconds=seconds))
+
+
+def test_creating_entries_hold_a_slot_until_seen_or_30s_old() -> None:
+    w = ws(BANDWIDTH, status={"versionedSubsetStatuses": {"versionIgnored": [
+        {"name": "a", "replicas": 0, "missingReplicas": 0,
+         "creatingPods": {"young": recent(10), "old": recent(31), "seen": recent(5)}},
+        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
+    plan = reconcile(w, [in_subset("seen", "a")])
+    entry = plan.status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert entry.creating_pods == {"young": recent(10)}
+    assert entry.missing_replicas == 0  # 2 - seen - young
+    assert plan.requeue_after == 20
+    assert [e.reason for e in plan.events] == ["CreatePodFailed"]
+
+
+def test_deleting_entries_return_a_slot_until_gone_or_15s_old() -> None:
+    w = ws(BANDWIDTH, status={"versionedSubsetStatuses": {"versionIgnored": [
+        {"name": "a", "replicas": 2, "missingReplicas": 1,
+         "deletingPods": {"leaving": recent(5), "stuck": recent(16), "gone": recent(1)}},
+        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
+    plan = reconcile(w, [in_subset("leaving", "a"), in_subset("stuck", "a")])
+    entry = plan.status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert entry.deleting_pods == {"leaving": recent(5)}
+    assert entry.missing_replicas == 1
+    assert plan.requeue_after == 10
+    assert [e.reason for e in plan.events] == ["DeletePodFailed"]
+
+
+def test_versions_without_pods_are_kept_only_while_they_hold_entries() -> None:
+    w = ws(BANDWIDTH, kind="Deployment", status={"versionedSubsetStatuses": {
+        "gone": [{"name": "a", "replicas": 0, "missingReplicas": 2}],
+        "pending": [{"name": "a", "replicas": 0, "missingReplicas": 1, "creatingPods": {"x": recent(1)}}]}})
+    plan = reconcile(w, [])
+    assert set(plan.status.versioned_subset_statuses) == {"pending"}
+
+
+def test_deletion_cost_orders_subsets_in_reverse() -> None:
+    w = ws(BANDWIDTH)
+    pods = [in_subset("a0", "a"), in_subset("a1", "a"), in_subset("b0", "b"), in_subset("c0", "c")]
+    assert reconcile(w, pods).deletion_costs == {"a0": "300", "a1": "300", "b0": "200", "c0": "100"}
+
+
+def test_deletion_cost_makes_pods_over_max_cheapest_and_upstream_example_holds() -> None:
+    w = ws([{"name": "a", "maxReplicas": 3}, {"name": "b"}])
+    pods = [in_subset(f"a{i}", "a", created=T0 + dt.timedelta(seconds=i)) for i in range(4)]
+    costs = reconcile(w, pods).deletion_costs
+    assert sorted(costs.values()) == ["-100", "200", "200", "200"]
+    assert costs["a3"] == "-100"  # the newest pod is the most deletable
+
+
+def test_deletion_cost_prefers_unready_pods_as_extras() -> None:
+    w = ws([{"name": "a", "maxReplicas": 1}, {"name": "b"}])
+    pods = [in_subset("ready", "a"), in_subset("unready", "a", ready=False)]
+    assert reconcile(w, pods).deletion_costs == {"unready": "-100", "ready": "200"}
+
+
+def test_deletion_cost_is_reversed_for_old_versions_during_a_rollout() -> None:
+    w = ws(BANDWIDTH, kind="Deployment")
+    rs = {"owner_kind": "ReplicaSet"}
+    pods = [in_subset("old-a", "a", labels={"pod-template-hash": "v1"}, **rs),
+            in_subset("old-c", "c", labels={"pod-template-hash": "v1"}, **rs),
+            in_subset("new-a", "a", labels={"pod-template-hash": "v2"}, **rs),
+            in_subset("new-c", "c", labels={"pod-template-hash": "v2"}, **rs)]
+    costs = reconcile(w, pods, latest="v2").deletion_costs
+    assert costs == {"old-a": "100", "old-c": "300", "new-a": "300", "new-c": "100"}
+
+
+def test_pods_in_no_subset_are_deleted_first() -> None:
+    w = ws(BANDWIDTH)
+    assert reconcile(w, [pod("stray")]).deletion_costs == {"stray": "-400"}
+
+
+def test_unchanged_deletion_cost_is_not_rewritten() -> None:
+    w = ws(BANDWIDTH)
+    p = in_subset("c0", "c", annotations={spread.DELETION_COST_ANNOTATION: "100"})
+    assert reconcile(w, [p]).deletion_costs == {}
+
+
+def test_statefulset_and_job_pods_get_no_deletion_cost() -> None:
+    for kind in ("StatefulSet", "Job"):
+        assert reconcile(ws(BANDWIDTH, kind=kind), [in_subset("x", "a", owner_kind=kind)]).deletion_costs == {}
+
+
+def test_adoption_scores_node_match_then_patch_then_quota() -> None:
+    subsets = [
+        {"name": "idc", "maxReplicas": 1,
+         "requiredNodeSelector": {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["idc"]}]}},
+        {"name": "cloud", "patch": {"metadata": {"labels": {"sidecar": "true"}}}},
+        {"name": "any"},
+    ]
+    w = ws(subsets)
+    nodes = {"n-idc": node("n-idc", {"pool": "idc"}), "n-cloud": node("n-cloud", {"pool": "cloud"})}
+    pods = [pod("on-idc", node="n-idc"), pod("on-cloud", node="n-cloud", labels={"sidecar": "true"}),
+            pod("unbound")]
+    plan = reconcile(w, pods, nodes=nodes)
+    assert [(a.pod, a.subset) for a in plan.adoptions] == [("on-idc", "idc"), ("on-cloud", "cloud")]
+    assert plan.adoptions[1].patch == {"metadata": {
+        "annotations": {spread.MATCHED_ANNOTATION: '{"name":"ws","subset":"cloud"}'},
+        "labels": {"sidecar": "true"}}}
+    assert [s.replicas for s in plan.status.subset_statuses] == [1, 1, 0]
+
+
+def test_adoption_requires_the_node_taints_to_be_tolerated() -> None:
+    w = ws([{"name": "vk", "tolerations": [{"key": "vk", "operator": "Exists"}]}, {"name": "plain"}])
+    tainted = {"n": node("n", taints=[{"key": "vk", "value": "x", "effect": "NoSchedule"}])}
+    assert reconcile(w, [pod("p", node="n")], nodes=tainted).adoptions[0].subset == "vk"
+
+
+def adaptive_ws(status: dict[str, Any] | None = None) -> WorkloadSpread:
+    return ws([{"name": "idc", "maxReplicas": 5}, {"name": "serverless"}],
+              strategy={"type": "Adaptive", "adaptive": {"rescheduleCriticalSeconds": 10}}, status=status)
+
+
+def unschedulable(name: str, age: int) -> dict[str, Any]:
+    p = in_subset(name, "idc", phase="Pending", created=T0 - dt.timedelta(seconds=age), ready=False)
+    p["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    return p
+
+
+def test_adaptive_reschedules_pods_unschedulable_longer_than_the_critical_seconds() -> None:
+    plan = reconcile(adaptive_ws(), [unschedulable("stuck", 11), unschedulable("fresh", 5)])
+    assert plan.reschedule == ["stuck"]
+    idc = plan.status.subset_statuses[0]
+    assert idc.condition("Schedulable") == model.SubsetCondition("Schedulable", "False", "PodUnschedulable", "",
+                                                                  "2026-01-01T12:00:00Z")
+    assert plan.status.subset_statuses[1].condition("Schedulable").status == "True"  # type: ignore[union-attr]
+    assert plan.requeue_after == 5
+
+
+def test_unschedulable_subset_recovers_after_300_seconds() -> None:
+    old = {"subsetStatuses": [{"name": "idc", "replicas": 0, "missingReplicas": 5, "conditions": [
+        {"type": "Schedulable", "status": "False", "reason": "PodUnschedulable", "message": "",
+         "lastTransitionTime": recent(299)}]}, {"name": "serverless", "replicas": 0, "missingReplicas": -1}]}
+    still = reconcile(adaptive_ws(old), [])
+    assert still.status.subset_statuses[0].is_unschedulable() and still.requeue_after == 1
+    later = reconcile(adaptive_ws(old), [], now=T0 + dt.timedelta(seconds=2))
+    assert not later.status.subset_statuses[0].is_unschedulable()
+    assert "RecoverSchedulable" in [e.reason for e in later.events]
+
+
+def test_fixed_strategy_removes_schedulable_conditions() -> None:
+    w = ws(BANDWIDTH, status={"subsetStatuses": [{"name": "a", "replicas": 0, "missingReplicas": 2, "conditions": [
+        {"type": "Schedulable", "status": "False", "reason": "PodUnschedulable", "message": "",
+         "lastTransitionTime": recent(1)}]}]})
+    assert reconcile(w, []).status.subset_statuses[0].conditions == []
