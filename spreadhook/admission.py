@@ -310,10 +310,10 @@ def pod_shape_problem(pod: Any) -> str:
     if not _is_object(pod):
         return "not an object with metadata"
     for path, expected in _POD_FIELD_TYPES:
-        node: Any = pod
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None and not isinstance(node, expected):
+        parent: Any = pod
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and not isinstance(parent[path[-1]], expected):
             return f"{'.'.join(path)} must be {'an object' if expected is dict else 'a ' + expected.__name__}"
     metadata = pod["metadata"]
     for key in ("labels", "annotations"):

@@ -87,23 +87,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def summarize_patch(subset: model.Subset) -> str:
     """What a subset does to a pod, in one short line for a table."""
-    parts = []
+    parts = [f"{path[-1]}={value}" for path, value in _leaves(subset.patch or {}, ()) if path]
     if subset.required_node_selector:
         parts.append("required node selector")
     if subset.preferred_node_selector:
         parts.append("preferred nodes")
     if subset.tolerations:
         parts.append(f"{len(subset.tolerations)} toleration(s)")
-    parts += [f"{path}={value}" for path, value in _leaves(subset.patch or {}, "")]
     text = ", ".join(parts) or "-"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _leaves(value: Any, prefix: str) -> list[tuple[str, str]]:
+def _leaves(value: Any, prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
     if isinstance(value, Mapping):
         out = []
         for key, item in value.items():
-            out += _leaves(item, f"{prefix}.{key}" if prefix else str(key))
+            out += _leaves(item, (*prefix, str(key)))
         return out
     if isinstance(value, list):
         return [(prefix, json.dumps(value, separators=(",", ":")))]
@@ -322,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
+    except BrokenPipeError:  # `spreadhook plan ... | head`: the reader has what it wanted
+        return EXIT_OK
     except KeyboardInterrupt:
         print("spreadhook: interrupted", file=sys.stderr)
         return EXIT_FAILURE

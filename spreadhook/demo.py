@@ -11,7 +11,6 @@ Nothing in a verdict is taken from the webhook's word: the counts are made from 
 from __future__ import annotations
 
 import base64
-from importlib import resources
 import copy
 import itertools
 import json
@@ -23,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import jsonpatch
@@ -102,6 +102,7 @@ class Demo:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the CA given here
             session.verify = self._ca
             self._local.session = session
         return session

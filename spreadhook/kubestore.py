@@ -41,6 +41,7 @@ class ApiConnection:
         self._configuration = configuration
         self.host = configuration.host.rstrip("/")
         self.session = requests.Session()
+        self.session.trust_env = False  # the kubeconfig says where and how to connect, not the environment
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=128)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)

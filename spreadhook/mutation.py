@@ -77,9 +77,50 @@ def _and_term(term: Mapping[str, Any], extra: Mapping[str, Any]) -> Obj:
     return out
 
 
-def json_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[Obj]:
-    """The RFC 6902 operations that turn ``original`` into ``mutated``."""
-    return list(jsonpatch.make_patch(original, mutated).patch)
+def json_patch(original: Any, mutated: Any, pointer: str = "") -> list[Obj]:
+    """The RFC 6902 operations that turn ``original`` into ``mutated``.
+
+    ``inject`` shares every untouched subtree of the pod with the result, so the diff first walks both
+    trees by identity and skips what is shared; only lists that really changed go to ``jsonpatch``'s
+    minimal list diff. A plain ``jsonpatch.make_patch`` of the whole pod costs most of an admission
+    (benchmarks/engine.py measured ~420 of 550 µs per pod); this walk makes it a small part.
+    """
+    if original is mutated:
+        return []
+    if isinstance(original, dict) and isinstance(mutated, dict):
+        ops: list[Obj] = []
+        for key in original.keys() - mutated.keys():
+            ops.append({"op": "remove", "path": f"{pointer}/{_escape(key)}"})
+        for key, value in mutated.items():
+            path = f"{pointer}/{_escape(key)}"
+            if key not in original:
+                ops.append({"op": "add", "path": path, "value": value})
+            else:
+                ops += json_patch(original[key], value, path)
+        return ops
+    if isinstance(original, list) and isinstance(mutated, list):
+        if len(original) == len(mutated):
+            return [op for i, (a, b) in enumerate(zip(original, mutated, strict=True))
+                    for op in json_patch(a, b, f"{pointer}/{i}")]
+        if len(mutated) > len(original) and all(a is b or a == b for a, b in zip(original, mutated, strict=False)):
+            return [{"op": "add", "path": f"{pointer}/{i}", "value": mutated[i]}
+                    for i in range(len(original), len(mutated))]
+        return [_prefixed(op, pointer) for op in jsonpatch.make_patch(original, mutated).patch]
+    if original == mutated and type(original) is type(mutated):
+        return []
+    return [{"op": "replace", "path": pointer, "value": mutated}]
+
+
+def _escape(key: str) -> str:
+    """RFC 6901: annotation keys such as ``apps.kruise.io/matched-workloadspread`` contain a slash."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _prefixed(op: Obj, pointer: str) -> Obj:
+    out = {**op, "path": pointer + op["path"]}
+    if "from" in op:
+        out["from"] = pointer + op["from"]
+    return out
 
 
 def mutate(

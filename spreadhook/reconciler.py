@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from spreadhook.model import Obj, WorkloadSpread
 from spreadhook.store import Conflict, NotFound, Store, StoreError, WorkloadKey
 
 log = logging.getLogger(__name__)
+
+MAX_STATUS_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,8 @@ class Reconciler:
         return spread.reconcile(
             ws,
             self.governed_pods(ws),
-            workload_replicas=workloads.replicas(ws, workload, self._custom)
-            if workload_replicas is None else workload_replicas,
+            workload_replicas=workloads.replicas(ws, workload, self._custom) if workload_replicas is None
+            else workload_replicas,
             nodes=self._store.nodes(),
             now=self._clock(),
             latest_version=workloads.latest_version(workload, replica_sets),
@@ -89,29 +92,54 @@ class Reconciler:
         return owned
 
     def sync(self, namespace: str, name: str, *, workload_replicas: int | None = None) -> SyncResult | None:
-        """One level-triggered pass; None when the WorkloadSpread is gone. A status conflict is retried on a
-        fresh read, because the webhook writes the same status between our read and our write."""
-        for _ in range(5):
-            ws = self._store.fresh_workload_spread(namespace, name)
-            if ws is None:
-                return None
-            plan = self.plan(ws, workload_replicas=workload_replicas)
-            try:
-                return self._apply(ws, plan)
-            except Conflict:
-                log.debug("status conflict on %s/%s, re-reading", namespace, name)
-        raise StoreError(f"WorkloadSpread {namespace}/{name}: status kept conflicting")
+        """One level-triggered pass; None when the WorkloadSpread is gone.
 
-    def _apply(self, ws: WorkloadSpread, plan: spread.ReconcilePlan) -> SyncResult:
-        # Deletion costs and adoptions first (upstream order): a scale-in racing this sync then already
-        # sees the right order.
+        The status write meets the webhook's ledger writes: on a 409 the planned status is rebased onto the
+        newest ledger (``spread.rebase``) instead of re-counting every pod, so a long burst cannot starve
+        the reconciler. A changed spec (generation) means a full re-plan.
+        """
+        ws = self._store.fresh_workload_spread(namespace, name)
+        if ws is None:
+            return None
+        plan = self.plan(ws, workload_replicas=workload_replicas)
+        self._patch_pods(ws, plan)
+        written = False
+        if plan.status != ws.status:
+            written = self._write_status(ws, plan, workload_replicas)
+        return self._finish(ws, plan, written)
+
+    def _write_status(self, ws: WorkloadSpread, plan: spread.ReconcilePlan, workload_replicas: int | None) -> bool:
+        current, status = ws, plan.status
+        for attempt in range(MAX_STATUS_ATTEMPTS):
+            try:
+                self._store.write_status(current, status)
+                return True
+            except Conflict:
+                fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
+                if fresh is None:
+                    return False
+                if fresh.generation != ws.generation:
+                    raise StoreError(f"WorkloadSpread {ws.key} changed while it was reconciled") from None
+                current = fresh
+                replicas = self._replicas(ws) if workload_replicas is None else workload_replicas
+                status = spread.rebase(ws, plan.status, ws.status, fresh.status, self.governed_pods(ws), replicas)
+                time.sleep(min(0.05, 0.002 * 2**attempt))
+        raise StoreError(f"WorkloadSpread {ws.key}: status kept conflicting")
+
+    def _replicas(self, ws: WorkloadSpread) -> int:
+        ref = ws.target_ref
+        workload = self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name) if ref else None
+        return workloads.replicas(ws, workload, self._custom)
+
+    def _patch_pods(self, ws: WorkloadSpread, plan: spread.ReconcilePlan) -> None:
+        """Adoptions and deletion costs go first (upstream's order): a scale-in racing this sync then already
+        sees the right order."""
         for adoption in plan.adoptions:
             self._patch_pod(ws, adoption.pod, adoption.patch)
         for pod, cost in plan.deletion_costs.items():
             self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
-        written = plan.status != ws.status
-        if written:
-            self._store.write_status(ws, plan.status)
+
+    def _finish(self, ws: WorkloadSpread, plan: spread.ReconcilePlan, written: bool) -> SyncResult:
         rescheduled = 0
         for pod in plan.reschedule:
             try:

@@ -354,6 +354,55 @@ def reconcile(
     return plan
 
 
+def rebase(
+    ws: WorkloadSpread,
+    planned: WorkloadSpreadStatus,
+    base: WorkloadSpreadStatus,
+    newest: WorkloadSpreadStatus,
+    pods: Sequence[Mapping[str, Any]],
+    workload_replicas: int,
+) -> WorkloadSpreadStatus:
+    """Carry the webhook's ledger entries written since ``base`` into a status planned from ``base``.
+
+    The reconciler plans from one read of the status; while it lists and counts pods, the webhook goes on
+    recording admissions. Rather than re-plan after every 409 (which, under a burst, could starve the
+    reconciler for as long as the burst lasts), the entries that appeared since ``base`` are replayed onto
+    the plan as the reconciler would have counted them: a new ``creatingPods`` entry takes a slot unless
+    its pod was already among the counted pods; a new ``deletingPods`` entry gives one back if its pod is
+    still active. The webhook only ever adds entries, so nothing else can have changed.
+    """
+    counted = {ledger_key(p) for p in pods} | {pod_name(p) for p in pods}
+    active = {pod_name(p) for p in pods if is_active(p)}
+    limits = {s.name: _resolve(s, workload_replicas) for s in ws.subsets}
+    result = planned.clone()
+    for version, newest_entries in newest.versioned_subset_statuses.items():
+        base_entries = {s.name: s for s in base.versioned_subset_statuses.get(version, [])}
+        target = result.versioned_subset_statuses.setdefault(version, [])
+        by_name = {s.name: s for s in target}
+        for entry in newest_entries:
+            old = base_entries.get(entry.name)
+            into = by_name.get(entry.name)
+            if into is None:
+                if old is None:  # a ledger the webhook started after our read: keep it whole
+                    target.append(entry.clone())
+                continue  # otherwise the plan dropped it on purpose (its subset left the spec)
+            old = old or SubsetStatus(entry.name)
+            limit = limits.get(entry.name)
+            for key, stamp in entry.creating_pods.items():
+                if key in old.creating_pods or key in counted or key in into.creating_pods:
+                    continue
+                into.creating_pods[key] = stamp
+                if into.missing_replicas > 0:
+                    into.missing_replicas -= 1
+            for key, stamp in entry.deleting_pods.items():
+                if key in old.deleting_pods or key not in active or key in into.deleting_pods:
+                    continue
+                into.deleting_pods[key] = stamp
+                if limit is not None and into.missing_replicas < limit:
+                    into.missing_replicas += 1
+    return result
+
+
 def manages_deletion_cost(ws: WorkloadSpread) -> bool:
     """Upstream writes costs only for ReplicaSet, Deployment and CloneSet; spreadhook also writes them for
     custom workloads (upstream #1744). StatefulSets and Jobs scale in by their own rules, so not there."""
@@ -618,8 +667,10 @@ def _subset_statuses(
 ) -> list[SubsetStatus]:
     old_by_name = {s.name: s for s in old_statuses}
     statuses = [
+        # The webhook records creating/deleting entries in the versioned ledgers only, so their expiry is
+        # reported from there; conditions and reschedules are reported from the overall pass.
         _subset_status(subset, old_by_name.get(subset.name), groups.get(subset.name, ()), workload_replicas, now,
-                       plan, report=overall)
+                       plan, report=not overall)
         for subset in ws.subsets
     ]
     rcs = ws.schedule_strategy.reschedule_seconds

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from spreadhook import strategic
@@ -23,8 +23,6 @@ from spreadhook.model import (
     WorkloadSpreadStatus,
     api_group,
     parse,
-    status_to_dict,
-    to_dict,
 )
 
 
@@ -107,12 +105,16 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """An in-process store with the API server's compare-and-swap contract on WorkloadSpread status."""
+    """An in-process store with the API server's compare-and-swap contract on WorkloadSpread status.
+
+    Like a watch cache, it hands out shared objects: callers read them and never mutate them (every write
+    replaces an object instead of changing it), so a read costs no copy.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._version = 0
-        self._spreads: dict[tuple[str, str], Obj] = {}
+        self._spreads: dict[tuple[str, str], WorkloadSpread] = {}
         self._workloads: dict[tuple[str, str, str, str], Obj] = {}
         self._pods: dict[tuple[str, str], Obj] = {}
         self._nodes: dict[str, Obj] = {}
@@ -136,14 +138,14 @@ class MemoryStore:
             key = (metadata["namespace"], metadata["name"])
             previous = self._spreads.get(key)
             metadata.setdefault("uid", f"uid-{metadata['namespace']}-{metadata['name']}")
-            metadata["generation"] = (previous or {}).get("metadata", {}).get("generation", 0) + 1
+            metadata["generation"] = (previous.generation if previous else 0) + 1
             metadata["resourceVersion"] = self._next_version()
-            if previous is not None and "status" in previous:
-                ws["status"] = previous["status"]
-            stored = to_dict(parse(ws))
+            stored = parse(ws)
+            if previous is not None:
+                stored.status = previous.status
             self._spreads[key] = stored
         self._notify(key[0])
-        return parse(stored)
+        return stored
 
     def apply_workload(self, obj: Mapping[str, Any]) -> None:
         metadata = obj["metadata"]
@@ -163,8 +165,7 @@ class MemoryStore:
 
     def workload_spread(self, namespace: str, name: str) -> WorkloadSpread | None:
         with self._lock:
-            obj = self._spreads.get((namespace, name))
-        return parse(obj) if obj is not None else None
+            return self._spreads.get((namespace, name))
 
     fresh_workload_spread = workload_spread
 
@@ -177,44 +178,41 @@ class MemoryStore:
 
     def workload_spreads(self, namespace: str | None = None) -> list[WorkloadSpread]:
         with self._lock:
-            objs = [o for (ns, _), o in self._spreads.items() if namespace is None or ns == namespace]
-        return [parse(o) for o in objs]
+            return [ws for (ns, _), ws in self._spreads.items() if namespace is None or ns == namespace]
 
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         with self._lock:
             current = self._spreads.get((ws.namespace, ws.name))
             if current is None:
                 raise NotFound(f"WorkloadSpread {ws.key} not found")
-            if current["metadata"]["resourceVersion"] != ws.resource_version:
+            if current.resource_version != ws.resource_version:
                 self.conflicts += 1
                 raise Conflict(f"WorkloadSpread {ws.key} was modified: resourceVersion {ws.resource_version} is "
                                f"stale")
-            updated = dict(current)
-            updated["metadata"] = {**current["metadata"], "resourceVersion": self._next_version()}
-            updated["status"] = status_to_dict(status)
+            updated = replace(current, metadata={**current.metadata, "resourceVersion": self._next_version()},
+                              status=status.clone())
             self._spreads[(ws.namespace, ws.name)] = updated
             self.status_writes += 1
-        return parse(updated)
+        return updated
 
     def workload(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
         with self._lock:
-            obj = self._workloads.get((namespace, api_group(api_version), kind, name))
-        return copy.deepcopy(obj) if obj is not None else None
+            return self._workloads.get((namespace, api_group(api_version), kind, name))
 
     def pods(self, namespace: str) -> list[Obj]:
         with self._lock:
-            return [copy.deepcopy(p) for (ns, _), p in self._pods.items() if ns == namespace]
+            return [p for (ns, _), p in self._pods.items() if ns == namespace]
 
     def pod(self, namespace: str, name: str) -> Obj:
         with self._lock:
             found = self._pods.get((namespace, name))
             if found is None:
                 raise NotFound(f"pod {namespace}/{name} not found")
-            return copy.deepcopy(found)
+            return found
 
     def nodes(self) -> dict[str, Obj]:
         with self._lock:
-            return copy.deepcopy(self._nodes)
+            return dict(self._nodes)
 
     def put_node(self, node: Mapping[str, Any]) -> None:
         with self._lock:

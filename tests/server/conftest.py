@@ -39,6 +39,7 @@ class Server:
 
     def session(self) -> requests.Session:
         session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the CA given here
         session.verify = self.ca
         return session
 

@@ -44,7 +44,8 @@ def test_pod_create_gets_the_first_subset_patch_and_a_ledger_entry(server: Serve
 
 
 def test_pod_delete_gives_the_slot_back(server: Server) -> None:
-    annotated = pod("agent-9", {spread.MATCHED_ANNOTATION: '{"name":"load-agent","subset":"bandwidthPackage-1"}'})
+    matched = spread.Matched("load-agent", "bandwidthPackage-1").to_annotation()
+    annotated = pod("agent-9", annotations={spread.MATCHED_ANNOTATION: matched})
     reply = post(server, "/mutate-pods", review("DELETE", old=annotated, name="agent-9"))
     assert reply.json()["response"] == {"uid": reply.json()["response"]["uid"], "allowed": True}
     entry = versioned(server)
@@ -130,7 +131,8 @@ def test_bad_requests_get_400_with_a_reason(server: Server) -> None:
     session = server.session()
     for body, reason in [(b"not json", "not JSON"), (b"[]", "JSON object"),
                          (b'{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}', "expected apiVersion"),
-                         (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}', "request.uid")]:
+                         (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}',
+                          "request.uid")]:
         reply = session.post(f"{server.url}/mutate-pods", data=body, timeout=10)
         assert reply.status_code == 400 and reason in reply.text
 
@@ -157,7 +159,8 @@ def hostile_bodies() -> st.SearchStrategy[bytes]:
              "request": {"uid": "u", "operation": "CREATE", "resource": {"resource": "pods"}, "object": v}}).encode()),
         st.fixed_dictionaries({"metadata": json_values, "spec": json_values, "status": json_values}).map(
             lambda o: json.dumps(review("CREATE", o)).encode()),
-        st.text(min_size=10000, max_size=20000).map(lambda t: json.dumps(review("CREATE", pod(t))).encode()),
+        st.integers(min_value=1, max_value=200_000).map(
+            lambda n: json.dumps(review("CREATE", pod("x" * n))).encode()),  # huge strings
     )
 
 
@@ -216,6 +219,7 @@ def test_certificate_rotation_under_load_drops_no_request(server: Server) -> Non
     def load() -> None:
         while not stop.is_set():
             session = requests.Session()  # a new connection each time, so new handshakes see the new cert
+            session.trust_env = False
             session.verify = str(trust)
             try:
                 reply = session.post(f"{server.url}/mutate-pods", json=review("CREATE", pod("x", owner="o")),
@@ -236,5 +240,6 @@ def test_certificate_rotation_under_load_drops_no_request(server: Server) -> Non
         t.join()
     assert failures == []
     fresh = requests.Session()
+    fresh.trust_env = False
     fresh.verify = str(server.cert_dir / "ca.crt")  # the new CA alone
     assert fresh.get(f"{server.url}/healthz", timeout=10).status_code == 200

@@ -312,3 +312,40 @@ def test_fixed_strategy_removes_schedulable_conditions() -> None:
         {"type": "Schedulable", "status": "False", "reason": "PodUnschedulable", "message": "",
          "lastTransitionTime": recent(1)}]}]})
     assert reconcile(w, []).status.subset_statuses[0].conditions == []
+
+
+# -- rebase: the reconciler's plan carried onto ledger entries written after its read ----------------
+
+
+def test_rebase_replays_new_creating_entries_onto_the_plan() -> None:
+    w = ws(BANDWIDTH)
+    base = w.status.clone()
+    plan = reconcile(w, [in_subset("p0", "a")])
+    newest = base.clone()
+    admit(w, newest, pod("late"))  # admitted after the reconciler's read, pod not created yet
+    rebased = spread.rebase(w, plan.status, base, newest, [in_subset("p0", "a")], 10)
+    entry = rebased.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert entry.creating_pods.keys() == {"late"} and entry.missing_replicas == 0
+
+
+def test_rebase_skips_creating_entries_of_pods_already_counted() -> None:
+    w = ws(BANDWIDTH)
+    base = w.status.clone()
+    pods = [in_subset("p0", "a"), in_subset("late", "a")]
+    plan = reconcile(w, pods)
+    newest = base.clone()
+    admit(w, newest, pod("late"))
+    rebased = spread.rebase(w, plan.status, base, newest, pods, 10)
+    assert rebased.versioned_subset_statuses[model.VERSION_IGNORED][0].creating_pods == {}
+
+
+def test_rebase_gives_slots_back_for_new_deleting_entries_of_active_pods() -> None:
+    w = ws(BANDWIDTH)
+    pods = [in_subset("p0", "a"), in_subset("p1", "a")]
+    base = reconcile(w, pods).status
+    plan = reconcile(model.parse({**model.to_dict(w), "status": model.status_to_dict(base)}), pods)
+    newest = base.clone()
+    spread.release(w, newest, pods[0], now=T0)
+    rebased = spread.rebase(w, plan.status, base, newest, pods, 10)
+    entry = rebased.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert entry.deleting_pods.keys() == {"p0"} and entry.missing_replicas == 1
