@@ -64,26 +64,27 @@ class Reconciler:
     def _lookup(self, namespace: str) -> workloads.OwnerLookup:
         return lambda api_version, kind, name: self._store.workload(namespace, api_version, kind, name)
 
-    def plan(self, ws: WorkloadSpread, *, workload_replicas: int | None = None) -> spread.ReconcilePlan:
-        """What the next sync would do, without doing it (``spreadhook plan`` and tests use this too)."""
+    def plan(
+        self, ws: WorkloadSpread, pods: list[Obj], *, workload_replicas: int | None = None
+    ) -> spread.ReconcilePlan:
+        """What a sync would do with these pods, without doing it."""
         ref = ws.target_ref
         workload = self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name) if ref else None
-        replica_sets = self._replica_sets_of(ws, workload)
         return spread.reconcile(
             ws,
-            self.governed_pods(ws),
+            pods,
             workload_replicas=workloads.replicas(ws, workload, self._custom) if workload_replicas is None
             else workload_replicas,
             nodes=self._store.nodes(),
             now=self._clock(),
-            latest_version=workloads.latest_version(workload, replica_sets),
+            latest_version=workloads.latest_version(workload, self._replica_sets_of(ws, workload, pods)),
         )
 
-    def _replica_sets_of(self, ws: WorkloadSpread, workload: Mapping[str, Any] | None) -> list[Obj]:
+    def _replica_sets_of(self, ws: WorkloadSpread, workload: Mapping[str, Any] | None, pods: list[Obj]) -> list[Obj]:
         if workload is None or workload.get("kind") != "Deployment":
             return []
         owned = []
-        for pod in self.governed_pods(ws):
+        for pod in pods:
             ref = workloads.controller_of(pod)
             if ref is not None and ref.get("kind") == "ReplicaSet":
                 rs = self._store.workload(ws.namespace, str(ref.get("apiVersion")), "ReplicaSet", str(ref.get("name")))
@@ -101,14 +102,19 @@ class Reconciler:
         ws = self._store.fresh_workload_spread(namespace, name)
         if ws is None:
             return None
-        plan = self.plan(ws, workload_replicas=workload_replicas)
+        pods = self.governed_pods(ws)
+        plan = self.plan(ws, pods, workload_replicas=workload_replicas)
         self._patch_pods(ws, plan)
         written = False
         if plan.status != ws.status:
-            written = self._write_status(ws, plan, workload_replicas)
+            written = self._write_status(ws, plan, pods, workload_replicas)
         return self._finish(ws, plan, written)
 
-    def _write_status(self, ws: WorkloadSpread, plan: spread.ReconcilePlan, workload_replicas: int | None) -> bool:
+    def _write_status(
+        self, ws: WorkloadSpread, plan: spread.ReconcilePlan, pods: list[Obj], workload_replicas: int | None
+    ) -> bool:
+        """Write the planned status; on a conflict, rebase it onto the newest ledger, counting against the
+        very pods the plan counted (a newer list would count pods the plan never saw)."""
         current, status = ws, plan.status
         for attempt in range(MAX_STATUS_ATTEMPTS):
             try:
@@ -122,7 +128,7 @@ class Reconciler:
                     raise StoreError(f"WorkloadSpread {ws.key} changed while it was reconciled") from None
                 current = fresh
                 replicas = self._replicas(ws) if workload_replicas is None else workload_replicas
-                status = spread.rebase(ws, plan.status, ws.status, fresh.status, self.governed_pods(ws), replicas)
+                status = spread.rebase(ws, plan.status, ws.status, fresh.status, pods, replicas)
                 time.sleep(min(0.05, 0.002 * 2**attempt))
         raise StoreError(f"WorkloadSpread {ws.key}: status kept conflicting")
 
