@@ -130,7 +130,8 @@ def register(cp: ControlPlane, url: str, ca_pem: bytes, failure_policy: str | No
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(webhook_configurations(url, ca_pem, failure_policy)))
     conversion = {"spec": {"conversion": {"strategy": "Webhook", "webhook": {
         "conversionReviewVersions": ["v1"],
-        "clientConfig": {"url": f"{url}/convert-workloadspreads", "caBundle": base64.b64encode(ca_pem).decode()}}}}}
+        "clientConfig": {"url": f"{url}/convert-workloadspreads", "service": None,
+                         "caBundle": base64.b64encode(ca_pem).decode()}}}}}
     cp.kubectl("patch", "crd", "workloadspreads.apps.kruise.io", "--type=merge", "-p", yaml.safe_dump(conversion))
 
 

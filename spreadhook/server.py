@@ -256,6 +256,10 @@ class SpreadhookServer(BaseApplication):
             "post_worker_init": _install_drain_handler,
             "worker_connections": 4096,
         }
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn >= 24's control socket lives at one fixed path per user: two webhook processes on one
+            # machine would fight over it, and a read-only root filesystem has nowhere to put it.
+            cfg["control_socket_disable"] = True
         for key, value in cfg.items():
             self.cfg.set(key, value)
 
