@@ -165,6 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from spreadhook.server import SpreadhookServer, multiprocess_metrics_dir
 
     options = _serve_options(args, reconcile=args.command == "run")
+    if options.store == "kube" and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        options = bootstrap_certificates(options)
     for name in ("tls.crt", "tls.key"):
         if not os.path.exists(os.path.join(options.cert_dir, name)):
             raise InvalidInput(f"--cert-dir {options.cert_dir}: {name} is missing (create it with "
@@ -172,6 +174,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     multiprocess_metrics_dir(options.workers)
     SpreadhookServer(options, build_app).run()
     return EXIT_OK
+
+
+def bootstrap_certificates(options: Any) -> Any:
+    """In a cluster: make sure the TLS Secret exists (created once, shared by every replica), that the
+    webhook configurations and the CRD trust its CA, and serve it. A freshly created Secret reaches the
+    mounted volume only at kubelet's next sync, so until then the pair is served from a private copy."""
+    import dataclasses
+    import tempfile
+
+    from kubernetes import client, config
+
+    from spreadhook import certs
+
+    config.load_incluster_config()
+    api = client.ApiClient()
+    namespace = os.environ.get("POD_NAMESPACE", "spreadhook-system")
+    bundle = certs.ensure_secret(api, namespace)
+    certs.inject_ca_bundle(api, bundle.ca_bundle_pem())
+    if os.path.exists(os.path.join(options.cert_dir, "tls.crt")):
+        return options
+    private = tempfile.mkdtemp(prefix="spreadhook-tls-")
+    certs.write_bundle(private, bundle)
+    return dataclasses.replace(options, cert_dir=private)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -207,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if min(args.replicas, args.overflow, args.scale_in_to) < 0 or args.concurrency < 1:
         raise InvalidInput("--replicas, --overflow and --scale-in-to must be >= 0 and --concurrency >= 1")
     result = run_demo(ws_obj, replicas=args.replicas, overflow=args.overflow, scale_in_to=args.scale_in_to,
-                      concurrency=args.concurrency)
+                      concurrency=args.concurrency, write_latency_ms=args.write_latency_ms)
     if args.output == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -303,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overflow", type=int, default=300)
     demo.add_argument("--scale-in-to", type=int, default=1000)
     demo.add_argument("--concurrency", type=int, default=64)
+    demo.add_argument("--write-latency-ms", type=float, default=2.0,
+                      help="how long the embedded store takes per status write, as a loopback API server does")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
     demo.set_defaults(run=cmd_demo)
 

@@ -68,9 +68,10 @@ class Demo:
     ws_obj: dict[str, Any]
     concurrency: int
     out: Any = sys.stderr
+    write_latency: float = 0.002
 
     def __post_init__(self) -> None:
-        self.store = MemoryStore()
+        self.store = MemoryStore(write_latency=self.write_latency)
         self.metrics = Metrics()
         self.ws = self.store.apply_workload_spread(self.ws_obj)
         self._names = itertools.count()
@@ -207,18 +208,20 @@ def run_demo(
     overflow: int = 300,
     scale_in_to: int = 1000,
     concurrency: int = 64,
+    write_latency_ms: float = 2.0,
     out: Any = sys.stderr,
 ) -> dict[str, Any]:
     obj = copy.deepcopy(dict(ws_obj or default_workload_spread()))
     obj["metadata"] = {**obj.get("metadata", {}), "namespace": NAMESPACE}
-    demo = Demo(obj, concurrency, out)
+    demo = Demo(obj, concurrency, out, write_latency_ms / 1000)
     peak = replicas + overflow
     limits = {s.name: model.resolve_max_replicas(s.max_replicas, peak) for s in demo.ws.subsets}
     tally = Tally(limits)
     demo.start()
     try:
         print(f"spreadhook demo: webhook on {demo.url}, WorkloadSpread {demo.ws.name} with "
-              f"{len(demo.ws.subsets)} subsets, {concurrency} concurrent clients", file=out, flush=True)
+              f"{len(demo.ws.subsets)} subsets, {concurrency} concurrent clients, embedded store with "
+              f"{write_latency_ms:g} ms per status write", file=out, flush=True)
         demo.scale_out(replicas, tally)
         demo.scale_out(peak, tally)
         at_peak = {k: v for k, v in tally.counts.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -111,7 +112,11 @@ class MemoryStore:
     replaces an object instead of changing it), so a read costs no copy.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, write_latency: float = 0.0) -> None:
+        """``write_latency`` (seconds) makes each status write take as long as a round trip to a real API
+        server, so that the demo exercises group commit the way a cluster does (a write in memory is
+        instantaneous, and nothing would ever queue behind it)."""
+        self._write_latency = write_latency
         self._lock = threading.Lock()
         self._version = 0
         self._spreads: dict[tuple[str, str], WorkloadSpread] = {}
@@ -181,6 +186,8 @@ class MemoryStore:
             return [ws for (ns, _), ws in self._spreads.items() if namespace is None or ns == namespace]
 
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        if self._write_latency:
+            time.sleep(self._write_latency)
         with self._lock:
             current = self._spreads.get((ws.namespace, ws.name))
             if current is None:
