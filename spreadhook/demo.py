@@ -28,7 +28,7 @@ from typing import Any
 import jsonpatch
 import requests
 import yaml
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from spreadhook import certs, model, simulation
 from spreadhook.metrics import Metrics
@@ -44,6 +44,13 @@ def default_workload_spread() -> dict[str, Any]:
     link to the same file): ten bandwidth packages of 300 pods, then ``no-eip``."""
     text = resources.files("spreadhook.examples").joinpath("bandwidth-packages.yaml").read_text(encoding="utf-8")
     return next(d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind") == model.KIND)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per request: the demo prints its own progress."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 @dataclass
@@ -89,7 +96,8 @@ class Demo:
         options = ServeOptions(cert_dir=self._tmp.name, host="127.0.0.1", port=0, store="memory", reconcile=True)
         tls = ReloadingTLS(f"{self._tmp.name}/tls.crt", f"{self._tmp.name}/tls.key")
         app = build_app(options, tls, store=self.store, metrics=self.metrics)
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=tls.context)
+        self._server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=tls.context,
+                                   request_handler=_QuietHandler)
         threading.Thread(target=self._server.serve_forever, name="spreadhook-demo-server", daemon=True).start()
         self.url = f"https://127.0.0.1:{self._server.server_port}"
         self._ca = f"{self._tmp.name}/ca.crt"
