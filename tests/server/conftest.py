@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ import pytest
 import requests
 import yaml
 
+from harness.install import free_port
 from spreadhook import certs
 from spreadhook.demo import default_workload_spread
 
 CLONESET = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
             "metadata": {"name": "load-agent", "namespace": "default"}, "spec": {"replicas": 3300}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

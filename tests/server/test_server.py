@@ -201,10 +201,6 @@ def test_64_concurrent_clients_never_exceed_any_subset_max(server: Server) -> No
     for i in range(1, 11):
         entry = final[f"bandwidthPackage-{i}"]
         assert entry["missingReplicas"] == 0 and len(entry["creatingPods"]) == 300
-    metrics = server.session().get(f"{server.url}/metrics").text
-    writes = next(float(line.split()[-1]) for line in metrics.splitlines()
-                  if line.startswith("spreadhook_ledger_status_writes_total"))
-    assert writes < 3000  # group commit shared writes between concurrent admissions
 
 
 def test_certificate_rotation_under_load_drops_no_request(server: Server) -> None:

@@ -1,0 +1,90 @@
+"""The ledger: compare-and-swap on the status, group commit, several processes on one store."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from spreadhook import model, spread
+from spreadhook.ledger import CommitStats, Ledger, LedgerTimeout
+from spreadhook.store import MemoryStore
+from tests.unit.factories import pod, ws_dict
+
+SUBSETS = [{"name": "a", "maxReplicas": 50}, {"name": "b", "maxReplicas": 50}, {"name": "c"}]
+
+
+def store_with_spread(write_latency: float = 0.0) -> MemoryStore:
+    store = MemoryStore(write_latency=write_latency)
+    store.apply_workload_spread(ws_dict(SUBSETS))
+    return store
+
+
+def admit_all(ledgers: list[Ledger], store: MemoryStore, count: int, threads: int) -> list[str | None]:
+    def admit(i: int) -> str | None:
+        current = store.workload_spread("default", "ws")
+        assert current is not None
+        decision = ledgers[i % len(ledgers)].admit(current, pod(f"p-{i}"), workload_replicas=0,
+                                                   deadline=time.monotonic() + 30)
+        return decision.subset.name if decision.subset else None
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(admit, range(count)))
+
+
+def test_concurrent_admissions_share_status_writes() -> None:
+    store = store_with_spread(write_latency=0.02)
+    stats: list[CommitStats] = []
+    lock = threading.Lock()
+
+    def observe(s: CommitStats) -> None:
+        with lock:
+            stats.append(s)
+
+    chosen = admit_all([Ledger(store, on_commit=observe)], store, 120, threads=32)
+    assert chosen.count("a") == 50 and chosen.count("b") == 50 and chosen.count("c") == 20
+    assert store.status_writes < 100 / 2  # 100 ledger entries, far fewer writes
+    assert max(s.batch_size for s in stats) > 1
+
+
+def test_two_processes_on_one_store_never_exceed_a_max() -> None:
+    store = store_with_spread(write_latency=0.002)
+    chosen = admit_all([Ledger(store), Ledger(store)], store, 200, threads=32)
+    assert chosen.count("a") == 50 and chosen.count("b") == 50 and chosen.count("c") == 100
+    status = store.workload_spread("default", "ws")
+    assert status is not None
+    entries = status.status.versioned_subset_statuses[model.VERSION_IGNORED]
+    assert [len(e.creating_pods) for e in entries[:2]] == [50, 50]
+    assert store.conflicts > 0  # the two ledgers did meet, and compare-and-swap kept them exact
+
+
+def test_release_records_the_delete_in_the_store() -> None:
+    store = store_with_spread()
+    ledger = Ledger(store)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    ledger.admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 5)
+    leaving = pod("p-9", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()})
+    released = ledger.release(store.workload_spread("default", "ws"), leaving,  # type: ignore[arg-type]
+                              deadline=time.monotonic() + 5)
+    assert released == spread.Release("a", True)
+
+
+class AlwaysConflicting(MemoryStore):
+    """Another writer that always wins: every write of ours meets a 409."""
+
+    def write_status(self, ws: Any, status: Any) -> Any:
+        self.apply_workload_spread(ws_dict(SUBSETS))  # bumps the resourceVersion under us
+        return super().write_status(ws, status)
+
+
+def test_a_ledger_that_cannot_commit_before_the_deadline_says_so() -> None:
+    store = AlwaysConflicting()
+    store.apply_workload_spread(ws_dict(SUBSETS))
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    with pytest.raises(LedgerTimeout):
+        Ledger(store).admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 0.2)
