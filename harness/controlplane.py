@@ -15,7 +15,9 @@ files, and ``kubeconfig``. ``down`` stops every process and removes it.
 
 CLI::
 
-    scripts/controlplane up [--dir DIR]     # build what is missing, start, print exports
+    scripts/controlplane up [--dir DIR] [--spreadhook]
+                                            # build what is missing, start, print exports; with
+                                            # --spreadhook also install and run spreadhook (harness.install)
     scripts/controlplane down [--dir DIR]   # stop everything, leave no process behind
     scripts/controlplane status [--dir DIR]
     scripts/controlplane env [--dir DIR]    # print the export lines again
@@ -333,9 +335,68 @@ def up(directory: Path | None = None, log: Log = _stderr_log) -> ControlPlane:
     return cp
 
 
+def spreadhook_dir(cp: ControlPlane) -> Path:
+    """Where ``up --spreadhook`` keeps spreadhook's certificates, logs and pid files."""
+    return cp.directory / "spreadhook"
+
+
+def _spreadhook_alive(cp: ControlPlane) -> list[int]:
+    """Pids of spreadhook processes started for this directory that are still running (pid files in
+    DIR/spreadhook/*.pid, trusted only when the process's command line names this directory: pids get reused)."""
+    found = []
+    for pid_file in sorted(spreadhook_dir(cp).glob("*.pid")):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if _alive(pid) and "spreadhook" in cmdline and str(spreadhook_dir(cp)) in cmdline:
+                found.append(pid)
+    return found
+
+
+def up_spreadhook(cp: ControlPlane, log: Log = _stderr_log) -> int:
+    """Install spreadhook into the running control plane (``up --spreadhook``); returns the webhook's port.
+
+    Reuses a spreadhook already running for this directory, so ``up --spreadhook`` twice is harmless."""
+    from harness.install import install_spreadhook  # harness.install imports this module
+
+    workdir = spreadhook_dir(cp)
+    port_file = workdir / "port"
+    if _spreadhook_alive(cp) and port_file.exists():
+        log(f"[controlplane] spreadhook already running on port {port_file.read_text().strip()}")
+        return int(port_file.read_text().strip())
+    _stop_spreadhook(cp, log)
+    webhook = install_spreadhook(cp, workdir)
+    port_file.write_text(str(webhook.port))
+    log(f"[controlplane] spreadhook (webhook + reconciler) at {webhook.url}, log {webhook.log}")
+    return webhook.port
+
+
+def _stop_spreadhook(cp: ControlPlane, log: Log) -> None:
+    """SIGTERM, then SIGKILL, each spreadhook process group ``up --spreadhook`` started (gunicorn's
+    workers share their master's group), then forget their pid files."""
+    alive = _spreadhook_alive(cp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + 15
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in alive if _alive(pid)]
+            time.sleep(0.1)
+        if not alive:
+            break
+    for pid_file in spreadhook_dir(cp).glob("*.pid"):
+        pid_file.unlink(missing_ok=True)
+    (spreadhook_dir(cp) / "port").unlink(missing_ok=True)
+    if alive:
+        log(f"[controlplane] spreadhook still alive after SIGKILL: {alive}")
+
+
 def down(directory: Path | None = None, log: Log = _stderr_log) -> None:
-    """Stop every process of the control plane in DIRECTORY and remove its state."""
+    """Stop every process of the control plane in DIRECTORY (spreadhook's too) and remove its state."""
     cp = ControlPlane((directory or default_dir()).resolve())
+    if cp.directory.exists():
+        _stop_spreadhook(cp, log)
     try:
         with _dir_lock(cp.directory):
             _down_locked(cp, log)
@@ -434,6 +495,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--dir", type=Path, default=None, help="state directory (default: .controlplane/)")
+        if name == "up":
+            cmd.add_argument("--spreadhook", action="store_true",
+                             help="also install spreadhook's CRD and RBAC, run its webhook and reconciler as a "
+                                  "local process and register its webhooks")
     dog = sub.add_parser("watchdog", help=argparse.SUPPRESS)
     dog.add_argument("--dir", type=Path, required=True)
     dog.add_argument("--owner", type=int, required=True)
@@ -447,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory: Path = (args.dir or default_dir()).resolve()
     try:
         return _dispatch(args.command, directory, args)
-    except (build.GoMissingError, build.BuildError, ControlPlaneError, KubectlError) as err:
+    except (build.GoMissingError, build.BuildError, ControlPlaneError, KubectlError, RuntimeError) as err:
         _stderr_log(f"[controlplane] FAILED: {err}")
         return 1
 
@@ -456,6 +521,12 @@ def _dispatch(command: str, directory: Path, args: argparse.Namespace) -> int:
     if command == "up":
         cp = up(directory)
         print("\n".join(cp.export_lines()))
+        if args.spreadhook:
+            port = up_spreadhook(cp)
+            workdir = spreadhook_dir(cp)
+            print(f"# spreadhook webhook + reconciler: https://127.0.0.1:{port} (log {workdir / 'spreadhook.log'})")
+            print("# try: kubectl apply -n default -f deploy/examples/sidecar-on-cloud.yaml && "
+                  "kubectl scale deployment/accel-app --replicas=12 && spreadhook status accel-app -n default")
         return 0
     if command == "down":
         down(directory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import signal
 import socket
@@ -103,10 +104,28 @@ class Webhook:
 def apply_base(cp: ControlPlane) -> None:
     """Namespace, CRD and RBAC from deploy/, and the upstream CloneSet CRD for the CloneSet scenarios."""
     for name in ("namespace.yaml", "crd.yaml", "rbac.yaml"):
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(DEPLOY / name))
+        if name == "crd.yaml":
+            cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_crd_keeping_url(cp))
+        else:
+            cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(DEPLOY / name))
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(DEPLOY / "testing" / "cloneset-crd.yaml"))
     cp.kubectl("wait", "--for=condition=Established", "crd/workloadspreads.apps.kruise.io",
                "crd/clonesets.apps.kruise.io", "--timeout=60s")
+
+
+def _crd_keeping_url(cp: ControlPlane) -> str:
+    """deploy/crd.yaml, but when an earlier install already pointed the conversion webhook at a ``url``, that
+    ``url`` (and CA bundle) instead of the ``service``: re-applying the ``service`` next to the ``url`` that
+    ``register`` patched in would make the CRD invalid ("exactly one of url or service"), so a second install
+    into the same cluster (``up --spreadhook`` again, a reused test cluster) would fail."""
+    doc = yaml.safe_load((DEPLOY / "crd.yaml").read_text())
+    current = cp.kubectl("get", "crd", "workloadspreads.apps.kruise.io", "-o", "json", check=False)
+    if current.returncode == 0:
+        existing = json.loads(current.stdout)["spec"].get("conversion", {}).get("webhook", {}).get("clientConfig", {})
+        if existing.get("url"):
+            doc["spec"]["conversion"]["webhook"]["clientConfig"] = {
+                key: existing[key] for key in ("url", "caBundle") if key in existing}
+    return json.dumps(doc)
 
 
 def webhook_configurations(url: str, ca_pem: bytes, failure_policy: str | None = None) -> list[dict[str, Any]]:

@@ -183,10 +183,10 @@ class Demo:
                   replicas - current)
 
     def scale_in(self, replicas: int, tally: Tally) -> list[str | None]:
-        """Scale in as the CloneSet controller does: after the reconciler has written the deletion costs
-        for the new replica count, delete the cheapest pods."""
-        self._set_replicas(replicas)
+        """Scale in as the CloneSet controller does: at once, the cheapest pods first, with the deletion
+        costs the reconciler wrote before the scale."""
         self._reconcile_now()
+        self._set_replicas(replicas)
         pods = self.store.pods(NAMESPACE)
         leaving = simulation.scale_in_order(pods)[: max(0, len(pods) - replicas)]
         self._run(f"scale {len(pods)} -> {replicas}", (lambda p=p: self._delete(p, tally) for p in leaving),

@@ -16,13 +16,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from kubernetes import client, config
 
 from spreadhook.model import GROUP, KIND, Obj, WorkloadSpread, WorkloadSpreadStatus, api_group, parse, status_to_dict
+from spreadhook.spread import needs_workload_replicas
 from spreadhook.store import Conflict, NotFound, StoreError, WorkloadKey
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class KubeStore:
         self._subscribers: list[Callable[[str], None]] = []
         self._stop = threading.Event()
         self._events_sent: dict[tuple[str, str, str], float] = {}
+        self._flights: dict[tuple[Resource, str, str], _Flight] = {}
 
     @classmethod
     def from_environment(cls, *, pods: bool = True) -> KubeStore:
@@ -310,6 +312,11 @@ class KubeStore:
             return self._get_custom(namespace, api_version, kind, name)
         with self._lock:
             found = self._objects[resource].get((namespace, name))
+            target = self._by_target.get(WorkloadKey(namespace, group, kind, name))
+            spread_of = self._parsed.get(target) if target is not None else None
+            percentages = spread_of is not None and needs_workload_replicas(spread_of)
+        if percentages:
+            return self._fresh_workload(resource, namespace, name, found)
         if found is not None:
             return found
         try:
@@ -318,6 +325,40 @@ class KubeStore:
             return None
         self._apply_event(resource, "ADDED", obj)
         return obj
+
+    def _fresh_workload(self, resource: Resource, namespace: str, name: str, cached: Obj | None) -> Obj | None:
+        """The workload as it is now, for a WorkloadSpread with percentage maxReplicas, whose limits depend on
+        its replica count. ``kubectl scale`` writes the Deployment before its controller creates the pods,
+        but the watch may deliver that write after the pods' admissions: from the cache, every pod of a
+        scale-out from 8 to 16 was judged against 8 replicas, found every subset full, and was admitted in
+        no subset. So read past the cache, coalesced: a GET that started after this caller arrived is fresh
+        enough for it, and while one is in flight later callers wait for it and share the next one, so a
+        burst costs about one GET per round trip, not one per pod. On an API error, the cache answers."""
+        key = (resource, namespace, name)
+        arrived = time.monotonic()
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                if flight is None or (flight.done.is_set() and flight.started < arrived):
+                    flight = self._flights[key] = _Flight(time.monotonic())
+                    mine = True
+                else:
+                    mine = False
+            if mine:
+                try:
+                    flight.result = self.request("GET", resource.path(namespace, name))
+                    self._apply_event(resource, "MODIFIED", flight.result)
+                except NotFound:
+                    flight.result = None
+                except StoreError as exc:
+                    log.warning("cannot read %s %s/%s, using the cache: %s", resource.kind, namespace, name, exc)
+                    flight.result = cached
+                finally:
+                    flight.done.set()
+                return flight.result
+            flight.done.wait(30)
+            if flight.started >= arrived:
+                return flight.result
 
     def _get_custom(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
         """A whitelisted custom workload, read directly (its plural is the lower-cased kind plus s, as CRDs
@@ -367,6 +408,15 @@ class KubeStore:
             self.request("POST", f"/api/v1/namespaces/{ws.namespace}/events", body=body)
         except StoreError as exc:
             log.warning("event %s on %s not recorded: %s", reason, ws.key, exc)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One GET of a workload that callers arriving before ``started`` may share."""
+
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Obj | None = None
 
 
 class _Gone(Exception):

@@ -165,11 +165,11 @@ class Simulation:
     def scale_in(self, replicas: int, *, workload_replicas: int | None = None) -> list[str | None]:
         """Delete pods down to ``replicas`` in the controller's order; returns their subsets in that order.
 
-        The reconciler is assumed to have seen the new replica count before the controller deletes (the
-        costs are computed against it), which is what keeps percentage subsets in proportion on scale-in.
+        As in a cluster, the controller deletes at once with the costs the reconciler wrote for the old
+        replica count: it does not wait for the reconciler to see the new one.
         """
-        self._set_replicas(replicas)
         self.reconcile(workload_replicas)
+        self._set_replicas(replicas)
         pods = self.pods()
         leaving = scale_in_order(pods)[: max(0, len(pods) - replicas)]
         ws = self._current_ws()

@@ -213,6 +213,7 @@ def admit(
         entry = by_name[subset.name]
         if entry.is_unschedulable():
             continue
+        _follow_percentage(subset, entry, workload_replicas)
         if entry.missing_replicas == -1:
             return Admission(subset, False, reason="the subset is unlimited")
         if entry.missing_replicas > 0:
@@ -221,6 +222,21 @@ def admit(
             entry.missing_replicas -= 1
             return Admission(subset, True, generated_uid="" if name else key)
     return Admission(None, False, reason="no subset has room: every subset is full or unschedulable")
+
+
+def _follow_percentage(subset: Subset, entry: SubsetStatus, workload_replicas: int) -> None:
+    """A percentage limit moves with the workload's replica count, and the ledger's ``missingReplicas`` was
+    resolved against the count of its last writer: after ``kubectl scale`` from 8 to 16 the pods arrive
+    before the reconciler re-resolves it, and a ledger still saying "4 of 4 taken" for a 50 % subset would
+    refuse all of them. So the webhook re-derives it from the count it was given, exactly as the reconciler
+    does (``max - replicas - creating + deleting``, clamped to ``[0, max]``)."""
+    if not isinstance(subset.max_replicas, str) or entry.missing_replicas == -1:
+        return
+    limit = _resolve(subset, workload_replicas)
+    if limit is None:
+        return
+    held = entry.replicas + len(entry.creating_pods) - len(entry.deleting_pods)
+    entry.missing_replicas = max(0, min(limit, limit - held))
 
 
 def _admit_by_ordinal(ws: WorkloadSpread, status: WorkloadSpreadStatus, pod: Mapping[str, Any]) -> Admission:
@@ -602,6 +618,9 @@ def _deletion_costs(
     plan: ReconcilePlan,
 ) -> None:
     n = len(ws.subsets)
+    if not reverse and all_percentages(ws):
+        _proportional_costs(ws, groups, plan)
+        return
     for i, subset in enumerate(ws.subsets):
         j = n - 1 - i if reverse else i
         active = [p for p in groups.get(subset.name, ()) if is_active(p)]
@@ -613,6 +632,40 @@ def _deletion_costs(
     for pod in groups.get(FAKE_SUBSET, ()):
         if is_active(pod):
             _set_cost(pod, -COST_STEP * (n + 1), plan)
+
+
+def all_percentages(ws: WorkloadSpread) -> bool:
+    return bool(ws.subsets) and all(isinstance(s.max_replicas, str) for s in ws.subsets)
+
+
+def _proportional_costs(
+    ws: WorkloadSpread, groups: Mapping[str, Sequence[Mapping[str, Any]]], plan: ReconcilePlan
+) -> None:
+    """Deletion costs that keep percentage subsets in proportion at *every* smaller replica count.
+
+    Upstream prices pods against the current replica count only, and a ReplicaSet scaled from 16 to 8
+    deletes all 8 pods at once with the costs of 16, before any reconciler sees the new count: with
+    50/25/25 % that empties the last two subsets (upstream #877). Here each pod is priced by the smallest
+    replica count at which its subset still needs it: the k-th pod kept in a subset of p % is needed from
+    ``R = floor((k-1) * 100 / p) + 1`` replicas on. Pods needed only at higher counts are cheaper, ties go
+    to the later subset first, so deleting the cheapest pods down to any count M leaves ``ceil(p * M)``
+    pods in each subset (as far as the rounding of the percentages allows).
+    """
+    n = len(ws.subsets)
+    costs: list[int] = []
+    for i, subset in enumerate(ws.subsets):
+        percent = int(str(subset.max_replicas).rstrip("%") or 0)
+        active = sorted((p for p in groups.get(subset.name, ()) if is_active(p)), key=deletability_key,
+                        reverse=True)  # least deletable first: the pods kept longest
+        for k, pod in enumerate(active, start=1):
+            needed_from = (k - 1) * 100 // percent + 1 if percent > 0 else _MAX_INT32 // (2 * n)
+            cost = -(needed_from * n + i)
+            costs.append(cost)
+            _set_cost(pod, cost, plan)
+    floor = min(costs, default=0) - 1
+    for pod in groups.get(FAKE_SUBSET, ()):
+        if is_active(pod):
+            _set_cost(pod, min(floor, -COST_STEP * (n + 1)), plan)
 
 
 def _set_cost(pod: Mapping[str, Any], cost: int, plan: ReconcilePlan) -> None:
