@@ -349,3 +349,26 @@ def test_rebase_gives_slots_back_for_new_deleting_entries_of_active_pods() -> No
     rebased = spread.rebase(w, plan.status, base, newest, pods, 10)
     entry = rebased.versioned_subset_statuses[model.VERSION_IGNORED][0]
     assert entry.deleting_pods.keys() == {"p0"} and entry.missing_replicas == 1
+
+
+def scale_in(pods: list[dict[str, Any]], costs: dict[str, str], keep: int) -> list[str]:
+    """What a ReplicaSet does: delete the cheapest pods at once, keep ``keep``."""
+    ranked = sorted(pods, key=lambda p: int(costs[spread.pod_name(p)]))
+    return [spread.matched(p).subset for p in ranked[len(pods) - keep:]]  # type: ignore[union-attr]
+
+
+def test_percentage_costs_keep_proportions_at_every_smaller_replica_count() -> None:
+    w = ws([{"name": "intel", "maxReplicas": "50%"}, {"name": "amd", "maxReplicas": "25%"},
+            {"name": "arm", "maxReplicas": "25%"}], kind="Deployment")
+    pods = [in_subset(f"i{k}", "intel") for k in range(8)] + [in_subset(f"a{k}", "amd") for k in range(4)] + \
+        [in_subset(f"r{k}", "arm") for k in range(4)]
+    costs = reconcile(w, pods, replicas=16).deletion_costs
+    for keep, expected in [(8, (4, 2, 2)), (4, (2, 1, 1)), (12, (6, 3, 3))]:
+        kept = scale_in(pods, costs, keep)
+        assert (kept.count("intel"), kept.count("amd"), kept.count("arm")) == expected, keep
+
+
+def test_percentage_costs_price_pods_in_no_subset_below_every_other() -> None:
+    w = ws([{"name": "a", "maxReplicas": "50%"}, {"name": "b", "maxReplicas": "50%"}])
+    costs = reconcile(w, [in_subset("a0", "a"), in_subset("b0", "b"), pod("stray")], replicas=2).deletion_costs
+    assert int(costs["stray"]) < min(int(costs["a0"]), int(costs["b0"]))
