@@ -11,6 +11,7 @@ contention that the API server itself can absorb.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 import time
 import uuid
@@ -138,7 +139,7 @@ class Ledger:
         with group.lock:
             batch, group.queue = group.queue, []
         try:
-            self._commit(ws, batch, deadline)
+            self._commit(ws, group, batch, deadline)
         except BaseException as exc:  # every waiter must learn the outcome, whatever it was
             for request in batch:
                 request.error = exc
@@ -153,7 +154,9 @@ class Ledger:
                 else:
                     group.busy = False
 
-    def _commit(self, ws: WorkloadSpread, batch: list[_Request], deadline: float) -> None:
+    def _commit(self, ws: WorkloadSpread, group: _Group, batch: list[_Request], deadline: float) -> None:
+        """Decide the whole batch on the newest status and write it once; on a conflict, re-read and decide
+        again. ``batch`` may grow while retrying, and every request in it is answered by ``_lead``."""
         current = self._newest(ws)
         conflicts = 0
         while True:
@@ -179,6 +182,12 @@ class Ledger:
                 if time.monotonic() >= deadline:
                     raise LedgerTimeout(f"WorkloadSpread {ws.key}: {conflicts} write conflicts before the "
                                         "deadline") from None
+                # Another process wrote first. Retrying at once would collide again with its next batch;
+                # a short random pause lets one of the two finish, and what queued meanwhile joins the retry.
+                time.sleep(random.uniform(0, min(0.05, 0.002 * 2**conflicts)))
+                with group.lock:
+                    batch += group.queue
+                    group.queue = []
                 fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
                 if fresh is None:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted") from None
