@@ -40,6 +40,6 @@ ENV PATH=/opt/spreadhook/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 65532:65532
 WORKDIR /tmp
-EXPOSE 9443
+EXPOSE 9443 9444
 ENTRYPOINT ["spreadhook"]
-CMD ["run", "--cert-dir", "/tls", "--store", "kube", "--port", "9443"]
+CMD ["run", "--cert-dir", "/tls", "--store", "kube", "--port", "9443", "--conversion-port", "9444"]

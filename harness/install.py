@@ -48,10 +48,15 @@ class Webhook:
     name: str = "spreadhook"
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    conversion_port: int = field(default_factory=lambda: free_port())
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def conversion_url(self) -> str:
+        return f"https://127.0.0.1:{self.conversion_port}"
 
     @property
     def log(self) -> Path:
@@ -61,7 +66,8 @@ class Webhook:
         env = {**self.cp.env(), "POD_NAMESPACE": NAMESPACE, **self.extra_env}
         env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
         command = [sys.executable, "-m", "spreadhook.cli", "run", "--cert-dir", str(self.cert_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube"]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube",
+                   "--conversion-port", str(self.conversion_port)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
@@ -144,12 +150,16 @@ def webhook_configurations(url: str, ca_pem: bytes, failure_policy: str | None =
     return out
 
 
-def register(cp: ControlPlane, url: str, ca_pem: bytes, failure_policy: str | None = None) -> None:
-    """Apply the webhook configurations and point the CRD's conversion webhook at ``url``."""
+def register(cp: ControlPlane, url: str, ca_pem: bytes, failure_policy: str | None = None,
+             conversion_url: str | None = None) -> None:
+    """Apply the webhook configurations for ``url``; with ``conversion_url``, also point the CRD's
+    conversion webhook there (the dedicated conversion listener, see ``ServeOptions.conversion_port``)."""
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(webhook_configurations(url, ca_pem, failure_policy)))
+    if conversion_url is None:
+        return
     conversion = {"spec": {"conversion": {"strategy": "Webhook", "webhook": {
         "conversionReviewVersions": ["v1"],
-        "clientConfig": {"url": f"{url}/convert-workloadspreads", "service": None,
+        "clientConfig": {"url": f"{conversion_url}/convert-workloadspreads", "service": None,
                          "caBundle": base64.b64encode(ca_pem).decode()}}}}}
     cp.kubectl("patch", "crd", "workloadspreads.apps.kruise.io", "--type=merge", "-p", yaml.safe_dump(conversion))
 
@@ -168,7 +178,11 @@ def install_spreadhook(cp: ControlPlane, workdir: Path, *, failure_policy: str |
     bundle = certs.load_or_create(cert_dir, extra_sans=("127.0.0.1",))
     webhook = Webhook(cp, workdir, free_port(), cert_dir)
     webhook.start()
-    register(cp, webhook.url, bundle.ca_bundle_pem(), failure_policy)
+    try:
+        register(cp, webhook.url, bundle.ca_bundle_pem(), failure_policy, conversion_url=webhook.conversion_url)
+    except BaseException:
+        webhook.stop()  # nobody else holds the process: do not leak it
+        raise
     return webhook
 
 

@@ -75,8 +75,8 @@ def parse_review(body: bytes) -> Review:
     """Read an AdmissionReview v1 request, or say exactly what is wrong with it."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadReview(f"the body is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
+        raise BadReview(f"the body is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict):
         raise BadReview("the body must be a JSON object (an AdmissionReview)")
     if doc.get("apiVersion") != ADMISSION_API or doc.get("kind") != "AdmissionReview":
@@ -342,8 +342,8 @@ def convert_review(body: bytes) -> Obj:
     """v1alpha1 <-> v1beta1 for the CRD's conversion webhook; a failure names the object that failed."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadReview(f"the body is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
+        raise BadReview(f"the body is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("kind") != "ConversionReview" or doc.get("apiVersion") != CONVERSION_API:
         raise BadReview(f"expected apiVersion {CONVERSION_API} kind ConversionReview")
     request = doc.get("request")

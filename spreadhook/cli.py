@@ -157,7 +157,8 @@ def _serve_options(args: argparse.Namespace, *, reconcile: bool) -> Any:
     if args.store == "memory" and args.workers > 1:
         raise InvalidInput("--store memory keeps its ledger in the process: use --workers 1")
     return ServeOptions(cert_dir=args.cert_dir, host=args.host, port=args.port, workers=args.workers,
-                        threads=args.threads, store=args.store, seed=args.seed, reconcile=reconcile)
+                        threads=args.threads, store=args.store, seed=args.seed, reconcile=reconcile,
+                        conversion_port=args.conversion_port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--seed", help="with --store memory: a YAML file of WorkloadSpreads and workloads")
         serve.add_argument("--workers", type=int, default=1)
         serve.add_argument("--threads", type=int, default=64)
+        serve.add_argument("--conversion-port", type=int, default=None,
+                           help="serve the CRD conversion webhook on this port, from threads of its own")
         serve.set_defaults(run=cmd_serve)
 
     reconcile = commands.add_parser("reconcile", help="run the reconciler alone (leader-elected)")

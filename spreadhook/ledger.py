@@ -34,7 +34,7 @@ class LedgerTimeout(StoreError):
     """The ledger could not commit before the caller's deadline."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
     """One admission waiting for a commit. ``promoted`` means: the previous leader handed the lead to us."""
 

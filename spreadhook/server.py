@@ -67,6 +67,9 @@ def create_app(
         except admission.BadReview as exc:
             metrics.admission(kind, "", "bad-request", "", time.perf_counter() - started)
             return _text(400, str(exc))
+        except RecursionError:  # an object nested deeper than any pod: not a pod spreadhook can read
+            metrics.admission(kind, "", "bad-request", "", time.perf_counter() - started)
+            return _text(400, "the object is nested too deeply")
         except admission.Unavailable as exc:
             log.warning("cannot decide: %s", exc)
             metrics.admission(kind, review.operation, "unavailable", "", time.perf_counter() - started)
@@ -86,11 +89,9 @@ def create_app(
     @app.post("/convert-workloadspreads")
     def convert_workloadspreads() -> Response:
         try:
-            return _json(200, admission.convert_review(body()))
+            return _convert(body())
         except _TooLarge:
             return _text(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-        except admission.BadReview as exc:
-            return _text(400, str(exc))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -137,6 +138,46 @@ def create_app(
         return response
 
     return app
+
+
+def create_conversion_app() -> Flask:
+    """The conversion endpoint alone, for the dedicated listener (``ServeOptions.conversion_port``)."""
+    app = Flask("spreadhook-conversion")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.post("/convert-workloadspreads")
+    def convert_workloadspreads() -> Response:
+        return _convert(request.get_data(cache=False))
+
+    return app
+
+
+def _convert(data: bytes) -> Response:
+    if len(data) > MAX_BODY_BYTES:
+        return _text(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return _json(200, admission.convert_review(data))
+    except admission.BadReview as exc:
+        return _text(400, str(exc))
+
+
+def start_conversion_listener(host: str, port: int, tls: ReloadingTLS) -> None:
+    """Serve conversion from threads of its own (werkzeug's threaded server, same TLS context, so a
+    certificate reload applies to it too). With several gunicorn workers, the first to bind serves it."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    try:
+        server = make_server(host, port, create_conversion_app(), threaded=True, ssl_context=tls.context,
+                             request_handler=QuietHandler)
+    except OSError as exc:
+        log.info("conversion listener on %s:%s not started here (%s): a sibling worker serves it", host, port, exc)
+        return
+    threading.Thread(target=server.serve_forever, name="spreadhook-conversion", daemon=True).start()
+    log.info("conversion webhook listening on %s:%s", host, port)
 
 
 class _TooLarge(Exception):
@@ -227,6 +268,11 @@ class ServeOptions:
     seed: str | None = None
     reconcile: bool = False
     graceful_timeout: int = 20
+    conversion_port: int | None = None
+    """A listener of its own for the CRD's conversion webhook. kube-apiserver converts every status write
+    to each version in the object's managedFields (a v1alpha1 ``kubectl apply`` leaves one), so the ledger's
+    own writes wait on conversions: served from the admission thread pool, a burst that fills the pool with
+    admissions waiting on the ledger would wait on itself until the webhook timeout."""
 
 
 class SpreadhookServer(BaseApplication):

@@ -344,7 +344,8 @@ def reconcile(
 
     grouped: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for version, version_pods in by_version.items():
-        grouped[version] = _group_by_subset(ws, version_pods, workload_replicas, nodes, plan)
+        ledger = ws.status.versioned_subset_statuses.get(version, [])
+        grouped[version] = _group_by_subset(ws, version_pods, ledger, workload_replicas, nodes, plan)
 
     if manages_deletion_cost(ws):
         for version, groups in grouped.items():
@@ -432,11 +433,16 @@ def _holds_anything(statuses: Iterable[SubsetStatus]) -> bool:
 def _group_by_subset(
     ws: WorkloadSpread,
     pods: Sequence[Mapping[str, Any]],
+    ledger: Sequence[SubsetStatus],
     workload_replicas: int,
     nodes: Mapping[str, Mapping[str, Any]],
     plan: ReconcilePlan,
 ) -> dict[str, list[Mapping[str, Any]]]:
-    """Upstream 3.4 for one version: annotated pods go to their subset, the others are adopted by score."""
+    """Upstream 3.4 for one version: annotated pods go to their subset, the others are adopted by score.
+
+    Unlike upstream, a slot the webhook reserved for a pod not listed yet (a live ``creatingPods`` entry)
+    counts as taken when scoring adoptions, so adopting pods created during a webhook outage does not push
+    a subset past its max while the webhook is filling it again."""
     groups: dict[str, list[Mapping[str, Any]]] = {s.name: [] for s in ws.subsets}
     groups[FAKE_SUBSET] = []
     missing = {s.name: _resolve_or_max(s, workload_replicas) for s in ws.subsets}
@@ -444,6 +450,10 @@ def _group_by_subset(
         info = matched(pod)
         if info is not None and info.workload_spread == ws.name and info.subset in missing:
             missing[info.subset] -= 1
+    listed = {ledger_key(p) for p in pods} | {pod_name(p) for p in pods}
+    for entry in ledger:
+        if entry.name in missing:
+            missing[entry.name] -= sum(1 for key in entry.creating_pods if key not in listed)
     copy_metadata = str(ws.metadata.get("annotations", {}).get(IGNORE_PATCH_EXISTING_PODS_ANNOTATION, "")).lower() \
         != "true"
     for pod in pods:

@@ -284,7 +284,7 @@ def test_crd_versions_and_conversion() -> None:
     assert conv["strategy"] == "Webhook"
     assert conv["webhook"]["conversionReviewVersions"] == ["v1"]
     assert conv["webhook"]["clientConfig"]["service"] == {
-        "namespace": NS, "name": SVC, "path": "/convert-workloadspreads", "port": 443}
+        "namespace": NS, "name": SVC, "path": "/convert-workloadspreads", "port": 444}  # its own listener
 
 
 def _schema(version: str) -> Obj:
@@ -431,11 +431,12 @@ def test_deployment_hardening_and_contract() -> None:
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["affinity"]["podAntiAffinity"]
     (container,) = pod["containers"]
-    assert container["command"] == ["spreadhook", "run", "--cert-dir", "/tls", "--store", "kube", "--port", "9443"]
+    assert container["command"] == ["spreadhook", "run", "--cert-dir", "/tls", "--store", "kube", "--port", "9443",
+                                    "--conversion-port", "9444"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"https": 9443, "conversion": 9444}
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert container["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
         assert (get["path"], get["scheme"], get["port"]) == (path, "HTTPS", "https")
@@ -453,7 +454,8 @@ def test_service_and_pdb_select_the_deployment_pods() -> None:
     labels = _one("deployment.yaml", "Deployment")["spec"]["template"]["metadata"]["labels"]
     svc = _one("service.yaml", "Service", SVC)
     assert svc["spec"]["selector"].items() <= labels.items()
-    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+                                    {"name": "conversion", "port": 444, "targetPort": "conversion", "protocol": "TCP"}]
     pdb = _one("pdb.yaml", "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()

@@ -372,3 +372,13 @@ def test_percentage_costs_price_pods_in_no_subset_below_every_other() -> None:
     w = ws([{"name": "a", "maxReplicas": "50%"}, {"name": "b", "maxReplicas": "50%"}])
     costs = reconcile(w, [in_subset("a0", "a"), in_subset("b0", "b"), pod("stray")], replicas=2).deletion_costs
     assert int(costs["stray"]) < min(int(costs["a0"]), int(costs["b0"]))
+
+
+def test_adoption_counts_slots_the_webhook_reserved_for_pods_not_listed_yet() -> None:
+    w = ws([{"name": "ecs", "maxReplicas": 2}, {"name": "any"}], status={"versionedSubsetStatuses": {
+        "versionIgnored": [{"name": "ecs", "replicas": 1, "missingReplicas": 0,
+                            "creatingPods": {"in-flight": recent(1)}},
+                           {"name": "any", "replicas": 0, "missingReplicas": -1}]}})
+    nodes = {"n": node("n")}
+    plan = reconcile(w, [in_subset("placed", "ecs", node="n"), pod("stray", node="n")], nodes=nodes)
+    assert [(a.pod, a.subset) for a in plan.adoptions] == [("stray", "any")]

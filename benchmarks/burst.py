@@ -1,0 +1,739 @@
+"""Burst benchmark: what the webhook costs a 3,000-pod CloneSet scale-out, measured against the bare control plane.
+
+    /work/venv/bin/python benchmarks/burst.py [--pods 3000] [--concurrency C] [--scale-in-to 1000]
+                                              [-o table|json] [--chart latency.png] [--topology run|split]
+
+One command does everything on a fresh, private control plane (``harness.controlplane.up`` in a temporary
+directory, always torn down): it installs spreadhook (``harness.install``), and for each concurrency C (16, 64
+and 256 unless ``--concurrency`` names one):
+
+1. **with the webhook**: in a fresh namespace, applies ``deploy/examples/bandwidth-packages.yaml``
+   (WorkloadSpread first, then CloneSet ``load-agent``), scales the CloneSet to N and, playing the CloneSet
+   controller (there is no Kruise controller in the test cluster), creates N pods owned by it (controller
+   ownerReference with its uid, the template's labels, name ``load-agent-<random>``) from C concurrent
+   clients. Then it waits until the reconciler has written ``controller.kubernetes.io/pod-deletion-cost`` on
+   every pod and scales in to 1,000 as the CloneSet controller does: lowest cost first. Caps are counted on
+   the pods, and the status is compared with what the pods say, after the burst and after the scale-in;
+2. **without it**: the webhooks unregistered and the ``spreadhook run`` process stopped (the bare control
+   plane: no admission call, no watch, no reconciler writes), the same burst with the same client code
+   (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace. spreadhook is restarted and
+   re-registered before the next C, so with and without alternate and see the same cluster.
+
+``--topology split`` runs the webhook (``spreadhook serve``, whose store watches no pods) and the reconciler
+(``spreadhook reconcile``) as two processes instead of the one ``spreadhook run`` that ``harness.install``
+deploys: the difference between the two is what sharing one Python interpreter (one GIL) with the reconciler's
+pod cache and syncs costs the admissions.
+
+Latency percentiles come from the webhook's own histogram (``spreadhook_admission_duration_seconds``, buckets
+from 0.5 ms): the delta over the burst, interpolated linearly inside the bucket that holds the percentile.
+kube-apiserver's ``apiserver_admission_webhook_admission_duration_seconds`` (as seen by the caller, network
+and TLS included; buckets 5, 25, 100 ms, ...) is printed beside it as a cross-check.
+
+``-o json`` prints, for one C, exactly DESIGN.md's interface-contract object::
+
+    {"with_webhook": {"pods_per_s", "p50_ms", "p95_ms", "p99_ms"}, "without_webhook": {"pods_per_s"},
+     "ratio", "status_writes_per_pod", "conflicts", "violations"}
+
+and, for several C, a JSON **list** of such objects in ascending C, each with an added ``"concurrency"`` key
+(the contract's keys are untouched, so a consumer of one object reads every element the same way). Every
+object also carries ``"details"``: the other figures of the table. ``status_writes_per_pod`` counts the
+ledger's status writes (the webhook's group commits) per admitted pod; the table also shows every status PUT
+seen by kube-apiserver, the reconciler's included.
+
+The figures are reported, never asserted: the targets (throughput with the webhook >= 0.8 of bare at C=64,
+p99 admission latency < 50 ms at C=64, < 0.2 status writes per admitted pod, zero violations) are printed
+beside them. Exit 0 when the run completed, 1 when it could not (cluster, install, timeouts), 2 on bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import podcreate
+from harness import controlplane as cpmod
+from harness.controlplane import ControlPlane, repo_root
+from harness.install import NAMESPACE, Webhook, apply_base, free_port, register, unregister
+from spreadhook import certs
+
+SCENARIO = repo_root() / "deploy" / "examples" / "bandwidth-packages.yaml"
+MATCHED = "apps.kruise.io/matched-workloadspread"
+COST = "controller.kubernetes.io/pod-deletion-cost"
+WEBHOOK_NAME = "mpod.spreadhook.io"
+DEFAULT_CONCURRENCY = (16, 64, 256)
+TARGETS = {"ratio": 0.8, "p99_ms": 50.0, "status_writes_per_pod": 0.2, "violations": 0}
+Log = Callable[[str], None]
+
+
+def _log(message: str) -> None:
+    print(f"[burst] {message}", file=sys.stderr, flush=True)
+
+
+class ServeOnly(Webhook):
+    """``spreadhook serve`` (webhook only: its store watches no pods) plus a separate ``spreadhook reconcile``
+    process: the split topology, to tell the webhook's own cost from that of sharing one Python process (one
+    GIL) with the reconciler's pod cache and syncs."""
+
+    reconciler: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> None:
+        env = {**self.cp.env(), "POD_NAMESPACE": NAMESPACE, **self.extra_env}
+        env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
+        serve = [sys.executable, "-m", "spreadhook.cli", "serve", "--cert-dir", str(self.cert_dir),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube"]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+            self.reconciler = subprocess.Popen([sys.executable, "-m", "spreadhook.cli", "reconcile"], stdout=log,
+                                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if wait:
+            self.wait_ready()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        super().stop(sig, timeout)
+        reconciler, self.reconciler = self.reconciler, None
+        if reconciler is not None and reconciler.poll() is None:
+            os.killpg(reconciler.pid, sig)
+            try:
+                reconciler.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(reconciler.pid, signal.SIGKILL)
+                reconciler.wait()
+
+
+# ---------------------------------------------------------------------------------------------- the scenario
+
+
+def scenario_documents() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(WorkloadSpread, CloneSet) of the bandwidth-package scenario, in the order they must be applied."""
+    docs = [d for d in yaml.safe_load_all(SCENARIO.read_text()) if d]
+    ws = next(d for d in docs if d["kind"] == "WorkloadSpread")
+    cloneset = next(d for d in docs if d["kind"] == "CloneSet")
+    return ws, cloneset
+
+
+def subset_limits(ws: Mapping[str, Any]) -> dict[str, int | None]:
+    """Subset name -> maxReplicas (None = unlimited); the scenario uses integers only."""
+    return {s["name"]: s.get("maxReplicas") for s in ws["spec"]["subsets"]}
+
+
+def apply_scenario(cp: ControlPlane, namespace: str, *, with_spread: bool) -> dict[str, Any]:
+    """Apply the WorkloadSpread (unless bare) then the CloneSet; return the CloneSet as stored (its uid)."""
+    ws, cloneset = scenario_documents()
+    if with_spread:
+        cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(ws))
+    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(cloneset))
+    return json.loads(cp.kubectl("-n", namespace, "get", "clonesets.apps.kruise.io", "load-agent", "-o", "json").stdout)
+
+
+def scale_cloneset(cp: ControlPlane, namespace: str, replicas: int) -> None:
+    """What ``kubectl scale`` does; the pods themselves are then made by us, the stand-in controller."""
+    cp.kubectl("-n", namespace, "patch", "clonesets.apps.kruise.io", "load-agent", "--type=merge",
+               "-p", json.dumps({"spec": {"replicas": replicas}}))
+
+
+def cloneset_pod_factory(cloneset: Mapping[str, Any], run: str) -> podcreate.PodFactory:
+    """Pods as Kruise's CloneSet controller makes them: template labels and spec, a controller
+    ownerReference carrying the CloneSet's uid, ``load-agent-<random>`` names, instance-id label."""
+    template = cloneset["spec"]["template"]
+    owner = {"apiVersion": cloneset["apiVersion"], "kind": "CloneSet", "name": cloneset["metadata"]["name"],
+             "uid": cloneset["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+    def make(index: int) -> dict[str, Any]:
+        suffix = hashlib.sha256(f"{run}-{index}".encode()).hexdigest()[:8]
+        labels = {**template["metadata"].get("labels", {}), "apps.kruise.io/cloneset-instance-id": suffix}
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"load-agent-{suffix}", "labels": labels, "ownerReferences": [owner]},
+                "spec": copy.deepcopy(template["spec"])}
+
+    return make
+
+
+def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """Every pod of the namespace as plain JSON (model decoding of thousands of pods costs seconds)."""
+    response = client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
+    return list(json.loads(response.data)["items"])
+
+
+def active(pod: Mapping[str, Any]) -> bool:
+    return not pod["metadata"].get("deletionTimestamp") and pod.get("status", {}).get("phase") not in (
+        "Succeeded", "Failed")
+
+
+def subset_of(pod: Mapping[str, Any]) -> str:
+    """The subset the webhook (or the reconciler's adoption) wrote into the pod, "" when none."""
+    raw = (pod["metadata"].get("annotations") or {}).get(MATCHED)
+    if not raw:
+        return ""
+    try:
+        return str(json.loads(raw).get("subset") or "")
+    except ValueError:
+        return ""
+
+
+def subset_counts(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Active pods per subset, counted on the pods themselves ("" = in no subset)."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        if active(pod):
+            counts[subset_of(pod)] = counts.get(subset_of(pod), 0) + 1
+    return counts
+
+
+def violations(counts: Mapping[str, int], limits: Mapping[str, int | None]) -> int:
+    """Pods beyond a subset's maxReplicas, summed over subsets: the number that must always be zero."""
+    return sum(max(0, counts.get(name, 0) - limit) for name, limit in limits.items() if limit is not None)
+
+
+def status_mismatches(ws: Mapping[str, Any], counts: Mapping[str, int], limits: Mapping[str, int | None]) -> list[str]:
+    """How the WorkloadSpread's overall status differs from the pods (empty once the reconciler caught up)."""
+    problems = []
+    by_name = {s["name"]: s for s in (ws.get("status") or {}).get("subsetStatuses") or []}
+    for name, limit in limits.items():
+        entry = by_name.get(name, {})
+        replicas = counts.get(name, 0)
+        missing = -1 if limit is None else max(0, limit - replicas)
+        got = (entry.get("replicas", 0), entry.get("missingReplicas"), len(entry.get("creatingPods") or {}),
+               len(entry.get("deletingPods") or {}))
+        if got != (replicas, missing, 0, 0):
+            problems.append(f"{name}: status replicas/missing/creating/deleting {got}, pods say ({replicas}, "
+                            f"{missing}, 0, 0)")
+    return problems
+
+
+def read_workload_spread(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "apps.kruise.io", "v1beta1", namespace, "workloadspreads", "load-agent"))
+
+
+def wait_until(what: str, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float,
+               interval: float = 1.0) -> tuple[Any, float]:
+    """Poll PROBE until DONE(value); return (value, seconds waited). Raises TimeoutError with the last value."""
+    started = time.monotonic()
+    value = probe()
+    while not done(value):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not after {timeout:.0f}s; last: {str(value)[:600]}")
+        time.sleep(interval)
+        value = probe()
+    return value, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str, prefixes: Iterable[str]) -> Samples:
+    """Prometheus text -> {(sample name, sorted labels): value}, only for families named by PREFIXES."""
+    wanted = tuple(prefixes)
+    out: Samples = {}
+    lines = [line for line in text.splitlines() if line.startswith(wanted) or (
+        line.startswith("#") and any(p in line for p in wanted))]
+    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def delta(after: Samples, before: Samples) -> Samples:
+    return {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+
+def total(samples: Samples, metric: str, /, **labels: str) -> float:
+    """Sum of METRIC's samples whose labels include LABELS (positional-only: ``name`` is a label too)."""
+    return sum(v for (n, ls), v in samples.items() if n == metric and labels.items() <= dict(ls).items())
+
+
+def histogram(samples: Samples, metric: str, /, **labels: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) of METRIC_bucket summed over every series matching LABELS."""
+    buckets: dict[float, float] = {}
+    for (n, ls), value in samples.items():
+        label_map = dict(ls)
+        if n == f"{metric}_bucket" and labels.items() <= label_map.items():
+            bound = float(label_map["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return sorted(buckets.items())
+
+
+def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The Q-quantile in ms, linear inside the bucket that holds it (as PromQL's histogram_quantile).
+    Past the last finite bound the bound itself is returned: the histogram cannot say more."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower * 1000
+            inside = cumulative - below
+            fraction = (rank - below) / inside if inside else 1.0
+            return (lower + (bound - lower) * fraction) * 1000
+        lower, below = bound, cumulative
+    return lower * 1000
+
+
+WEBHOOK_PREFIXES = ("spreadhook_admission_duration_seconds", "spreadhook_admissions_total",
+                    "spreadhook_ledger_status_writes_total", "spreadhook_ledger_conflicts_total",
+                    "spreadhook_ledger_commit_batch_size")
+APISERVER_PREFIXES = ("apiserver_admission_webhook_admission_duration_seconds", "apiserver_request_total")
+
+
+def scrape_webhook(webhook: Webhook) -> Samples:
+    reply = requests.get(f"{webhook.url}/metrics", verify=str(webhook.cert_dir / "ca.crt"), timeout=30)
+    reply.raise_for_status()
+    return parse_metrics(reply.text, WEBHOOK_PREFIXES)
+
+
+def scrape_apiserver(cp: ControlPlane) -> Samples:
+    return parse_metrics(cp.kubectl("get", "--raw", "/metrics", timeout=60).stdout, APISERVER_PREFIXES)
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Run:
+    """Everything measured at one concurrency, with and without the webhook."""
+
+    concurrency: int
+    pods: int
+    with_pods_per_s: float = 0.0
+    without_pods_per_s: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    apiserver_p50_ms: float | None = None
+    apiserver_p99_ms: float | None = None
+    client_p50_ms_with: float = 0.0
+    client_p99_ms_with: float = 0.0
+    client_p50_ms_without: float = 0.0
+    client_p99_ms_without: float = 0.0
+    errors_with: int = 0
+    errors_without: int = 0
+    first_error: str = ""
+    admitted: int = 0
+    ledger_writes: int = 0
+    status_puts: int = 0
+    conflicts: int = 0
+    apiserver_409: int = 0
+    mean_batch: float = 0.0
+    violations: int = 0
+    no_subset: int = 0
+    per_subset: dict[str, int] = field(default_factory=dict)
+    status_converged_s: float | None = None
+    costs_written_s: float | None = None
+    scale_in_s: float | None = None
+    scale_in_order_ok: bool | None = None
+    violations_after_scale_in: int = 0
+    status_after_scale_in_s: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.with_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+
+    @property
+    def status_writes_per_pod(self) -> float:
+        return self.ledger_writes / self.admitted if self.admitted else 0.0
+
+    def contract(self) -> dict[str, Any]:
+        """DESIGN.md's JSON shape, plus ``concurrency`` and ``details``."""
+        return {
+            "concurrency": self.concurrency,
+            "with_webhook": {"pods_per_s": round(self.with_pods_per_s, 1), "p50_ms": _r(self.p50_ms),
+                             "p95_ms": _r(self.p95_ms), "p99_ms": _r(self.p99_ms)},
+            "without_webhook": {"pods_per_s": round(self.without_pods_per_s, 1)},
+            "ratio": round(self.ratio, 3),
+            "status_writes_per_pod": round(self.status_writes_per_pod, 4),
+            "conflicts": self.conflicts,
+            "violations": self.violations + self.violations_after_scale_in,
+            "details": {k: v for k, v in asdict(self).items() if k not in ("concurrency",)},
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _fresh_namespace(cp: ControlPlane, prefix: str) -> str:
+    namespace = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    podcreate.prepare_namespace(str(cp.kubeconfig), namespace)
+    return namespace
+
+
+def clean_namespace(cp: ControlPlane, api: client.ApiClient, namespace: str, timeout: float = 300.0) -> None:
+    """Force-delete every pod (kwok need not finish them), delete the namespace, wait until it is gone, so
+    the next measurement does not share the machine with this one's garbage."""
+    core = client.CoreV1Api(api)
+    with contextlib.suppress(client.ApiException):
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0, _request_timeout=timeout)
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespace(namespace, propagation_policy="Background", grace_period_seconds=0)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as err:
+            return err.status == 404
+        return False
+
+    wait_until(f"namespace {namespace} deleted", gone, bool, timeout)
+
+
+def burst_with_webhook(cp: ControlPlane, api: client.ApiClient, webhook: Webhook, run: Run, scale_in_to: int,
+                       log: Log) -> None:
+    """The measured burst through the webhook, the deletion-cost wait, the scale-in, and the checks."""
+    ws_doc, _ = scenario_documents()
+    limits = subset_limits(ws_doc)
+    namespace = _fresh_namespace(cp, f"burst-wh-c{run.concurrency}")
+    try:
+        cloneset = apply_scenario(cp, namespace, with_spread=True)
+        wait_until("WorkloadSpread in the webhook's cache", lambda: _webhook_sees(webhook, namespace), bool, 30, 0.2)
+        scale_cloneset(cp, namespace, run.pods)
+        hook_before, api_before = scrape_webhook(webhook), scrape_apiserver(cp)
+        result = podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
+                                       cloneset_pod_factory(cloneset, namespace))
+        hook, apis = delta(scrape_webhook(webhook), hook_before), delta(scrape_apiserver(cp), api_before)
+        burst_end = time.monotonic()
+        run.with_pods_per_s, run.errors_with = result.pods_per_second, result.errors
+        run.client_p50_ms_with, run.client_p99_ms_with = result.p50_ms, result.p99_ms
+        run.first_error = result.first_error
+        _read_figures(run, hook, apis)
+        log(f"C={run.concurrency} with webhook: {result.summary()}")
+
+        pods = list_pods(api, namespace)
+        counts = subset_counts(pods)
+        run.per_subset = dict(sorted(counts.items()))
+        run.violations = violations(counts, limits)
+        run.no_subset = counts.get("", 0)
+
+        _, run.status_converged_s = _wait_status(api, namespace, limits)
+        pods, _ = wait_until("pod-deletion-cost on every pod", lambda: list_pods(api, namespace),
+                                  lambda ps: all(COST in (p["metadata"].get("annotations") or {}) for p in ps), 300)
+        run.costs_written_s = time.monotonic() - burst_end
+        log(f"C={run.concurrency}: status matched the pods after {run.status_converged_s:.1f}s, deletion costs "
+            f"on all pods {run.costs_written_s:.1f}s after the burst")
+        _scale_in(cp, api, namespace, pods, run, scale_in_to, limits, log)
+    except (TimeoutError, client.ApiException, cpmod.KubectlError) as err:
+        run.problems.append(f"with webhook: {err}"[:800])
+        log(f"C={run.concurrency}: PROBLEM {err}"[:800])
+    finally:
+        clean_namespace(cp, api, namespace)
+
+
+def _webhook_sees(webhook: Webhook, namespace: str) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        reply = requests.get(f"{webhook.url}/workloadspreads/{namespace}/load-agent",
+                             verify=str(webhook.cert_dir / "ca.crt"), timeout=5)
+        return reply.status_code == 200
+    return False
+
+
+def _wait_status(api: client.ApiClient, namespace: str, limits: Mapping[str, int | None]) -> tuple[Any, float]:
+    def probe() -> list[str]:
+        return status_mismatches(read_workload_spread(api, namespace), subset_counts(list_pods(api, namespace)),
+                                 limits)
+
+    return wait_until("status equal to the pods", probe, lambda problems: not problems, 180)
+
+
+def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
+    buckets = histogram(hook, "spreadhook_admission_duration_seconds", endpoint="pods", operation="CREATE")
+    run.p50_ms, run.p95_ms, run.p99_ms = (quantile_ms(buckets, q) for q in (0.5, 0.95, 0.99))
+    server = histogram(apis, "apiserver_admission_webhook_admission_duration_seconds", name=WEBHOOK_NAME,
+                       operation="CREATE")
+    run.apiserver_p50_ms, run.apiserver_p99_ms = quantile_ms(server, 0.5), quantile_ms(server, 0.99)
+    run.admitted = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
+                             outcome="mutated"))
+    run.ledger_writes = int(total(hook, "spreadhook_ledger_status_writes_total"))
+    run.conflicts = int(total(hook, "spreadhook_ledger_conflicts_total"))
+    batches = total(hook, "spreadhook_ledger_commit_batch_size_count")
+    run.mean_batch = total(hook, "spreadhook_ledger_commit_batch_size_sum") / batches if batches else 0.0
+    status = {"resource": "workloadspreads", "subresource": "status", "verb": "PUT"}
+    run.status_puts = int(total(apis, "apiserver_request_total", **status))
+    run.apiserver_409 = int(total(apis, "apiserver_request_total", code="409", **status))
+
+
+def _scale_in(cp: ControlPlane, api: client.ApiClient, namespace: str, pods: list[dict[str, Any]], run: Run,
+              replicas: int, limits: Mapping[str, int | None], log: Log) -> None:
+    """Delete the lowest-cost pods (ties: newest first, as ActivePods ranks them) until REPLICAS remain, from
+    the same number of clients, then check who remains and that the status follows."""
+    scale_cloneset(cp, namespace, replicas)
+    live = [p for p in pods if active(p)]
+    order = sorted(live, key=lambda p: (int(p["metadata"]["annotations"][COST]),
+                                        _negated_time(p["metadata"].get("creationTimestamp", ""))))
+    doomed = [p["metadata"]["name"] for p in order[: max(0, len(live) - replicas)]]
+    core = client.CoreV1Api(api)
+    started = time.monotonic()
+
+    def delete(name: str) -> None:
+        with contextlib.suppress(client.ApiException):
+            _drain(core.delete_namespaced_pod(name, namespace, _preload_content=False))
+
+    with ThreadPoolExecutor(max_workers=min(run.concurrency, 64)) as pool:
+        list(pool.map(delete, doomed))
+    remaining, _ = wait_until(f"{replicas} pods left", lambda: [p for p in list_pods(api, namespace) if active(p)],
+                              lambda ps: len(ps) <= replicas, 300)
+    run.scale_in_s = time.monotonic() - started
+    counts = subset_counts(remaining)
+    run.violations_after_scale_in = violations(counts, limits)
+    run.scale_in_order_ok = counts == expected_after_scale_in(limits, replicas)
+    _, run.status_after_scale_in_s = _wait_status(api, namespace, limits)
+    log(f"C={run.concurrency}: scaled in to {replicas} in {run.scale_in_s:.1f}s, remaining per subset "
+        f"{dict(sorted(counts.items()))}, order {'ok' if run.scale_in_order_ok else 'WRONG'}")
+
+
+def _drain(response: Any) -> None:
+    """Read the body before releasing the connection: a pooled connection with unread bytes answers the next
+    request with them (urllib3 then reports a BadStatusLine)."""
+    response.read()
+    response.release_conn()
+
+
+def _negated_time(stamp: str) -> str:
+    """Newest first among equal costs: invert the ISO timestamp's digits so ascending order is descending."""
+    return "".join(chr(ord("9") - ord(c) + ord("0")) if c.isdigit() else c for c in stamp)
+
+
+def expected_after_scale_in(limits: Mapping[str, int | None], replicas: int) -> dict[str, int]:
+    """Filling subsets in order to REPLICAS is what must remain when scale-in runs in reverse order."""
+    left, out = replicas, {}
+    for name, limit in limits.items():
+        take = left if limit is None else min(limit, left)
+        if take:
+            out[name] = take
+        left -= take
+    return out
+
+
+def burst_without_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
+    """The baseline: the same client code, pods and concurrency, no webhook and no spreadhook process."""
+    namespace = _fresh_namespace(cp, f"burst-bare-c{run.concurrency}")
+    try:
+        cloneset = apply_scenario(cp, namespace, with_spread=False)
+        scale_cloneset(cp, namespace, run.pods)
+        result = podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
+                                       cloneset_pod_factory(cloneset, namespace))
+        run.without_pods_per_s, run.errors_without = result.pods_per_second, result.errors
+        run.client_p50_ms_without, run.client_p99_ms_without = result.p50_ms, result.p99_ms
+        log(f"C={run.concurrency} without webhook: {result.summary()}")
+    finally:
+        clean_namespace(cp, api, namespace)
+
+
+def _wait_webhook_called(cp: ControlPlane, api: client.ApiClient, registered: bool, timeout: float = 30.0) -> None:
+    """kube-apiserver picks webhook configuration changes up asynchronously: send dry-run CloneSet-owned pods
+    until its own call counter for the pod webhook moves (registered) or stops moving (unregistered)."""
+    _, cloneset = scenario_documents()
+    probe_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "burst-probe", "ownerReferences": [
+        {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "none", "uid": str(uuid.uuid4()),
+         "controller": True}]}, "spec": copy.deepcopy(cloneset["spec"]["template"]["spec"])}
+    core = client.CoreV1Api(api)
+
+    def called() -> bool:
+        before = total(scrape_apiserver(cp), "apiserver_admission_webhook_admission_duration_seconds_count",
+                       name=WEBHOOK_NAME)
+        with contextlib.suppress(client.ApiException):
+            _drain(core.create_namespaced_pod("default", probe_pod, dry_run="All", _preload_content=False))
+        return total(scrape_apiserver(cp), "apiserver_admission_webhook_admission_duration_seconds_count",
+                     name=WEBHOOK_NAME) > before
+
+    wait_until(f"webhook {'registration' if registered else 'removal'} seen by kube-apiserver", called,
+               lambda yes: yes == registered, timeout, 0.5)
+
+
+def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _log, *, split: bool = False
+            ) -> list[Run]:
+    """Bring a control plane up, run every C with and without the webhook, always tear it down. SPLIT runs
+    the webhook and the reconciler as two processes (``serve`` + ``reconcile``) instead of one ``run``."""
+    directory = Path(tempfile.mkdtemp(prefix="spreadhook-burst-"))
+    runs: list[Run] = []
+    webhook: Webhook | None = None
+    try:
+        cp = cpmod.up(directory / "cp", log=log)
+        api = cp.api_client(pool_maxsize=64)
+        # install_spreadhook's steps, holding the process from its start so the finally below can stop it
+        workdir = directory / "spreadhook"
+        workdir.mkdir()
+        apply_base(cp)
+        ca_pem = certs.load_or_create(workdir / "certs", extra_sans=("127.0.0.1",)).ca_bundle_pem()
+        webhook = (ServeOnly if split else Webhook)(cp, workdir, free_port(), workdir / "certs")
+        webhook.start()
+        register(cp, webhook.url, ca_pem)
+        for concurrency in concurrencies:
+            run = Run(concurrency, pods)
+            runs.append(run)
+            if not webhook.alive():
+                webhook.start()
+                register(cp, webhook.url, ca_pem)
+            _wait_webhook_called(cp, api, registered=True)
+            burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
+            unregister(cp)
+            webhook.stop()
+            _wait_webhook_called(cp, api, registered=False)
+            burst_without_webhook(cp, api, run, log)
+        if webhook.alive():
+            webhook.stop()
+        if "Traceback" in webhook.log.read_text(errors="replace"):
+            for run in runs:
+                run.problems.append(f"Traceback in {webhook.log}")
+        api.close()
+    finally:
+        if webhook is not None:
+            webhook.stop()
+        with contextlib.suppress(Exception):
+            cpmod.down(directory / "cp", log=log)
+        shutil.rmtree(directory, ignore_errors=True)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(runs: list[Run]) -> str:
+    """One column per concurrency; the targets beside the rows they apply to."""
+    rows: list[tuple[str, list[str], str]] = [
+        ("pods created", [f"{r.pods}" for r in runs], ""),
+        ("pods/s with webhook", [_fmt(r.with_pods_per_s) for r in runs], ""),
+        ("pods/s without webhook", [_fmt(r.without_pods_per_s) for r in runs], ""),
+        ("ratio with/without", [_fmt(r.ratio, 3) for r in runs], ">= 0.8 at C=64"),
+        ("webhook admission p50 ms", [_fmt(r.p50_ms, 2) for r in runs], ""),
+        ("webhook admission p95 ms", [_fmt(r.p95_ms, 2) for r in runs], ""),
+        ("webhook admission p99 ms", [_fmt(r.p99_ms, 2) for r in runs], "< 50 at C=64"),
+        ("apiserver-seen webhook p50 ms", [_fmt(r.apiserver_p50_ms) for r in runs], "coarse buckets"),
+        ("apiserver-seen webhook p99 ms", [_fmt(r.apiserver_p99_ms) for r in runs], "coarse buckets"),
+        ("client create p50 ms with", [_fmt(r.client_p50_ms_with) for r in runs], ""),
+        ("client create p99 ms with", [_fmt(r.client_p99_ms_with) for r in runs], ""),
+        ("client create p50 ms without", [_fmt(r.client_p50_ms_without) for r in runs], ""),
+        ("client create p99 ms without", [_fmt(r.client_p99_ms_without) for r in runs], ""),
+        ("create errors with/without", [f"{r.errors_with}/{r.errors_without}" for r in runs], ""),
+        ("pods admitted into a subset", [f"{r.admitted}" for r in runs], ""),
+        ("ledger status writes", [f"{r.ledger_writes}" for r in runs], ""),
+        ("ledger writes per admitted pod", [_fmt(r.status_writes_per_pod, 4) for r in runs], "< 0.2"),
+        ("mean group-commit batch", [_fmt(r.mean_batch) for r in runs], ""),
+        ("all status PUTs (apiserver)", [f"{r.status_puts}" for r in runs], "ledger + reconciler"),
+        ("409 conflicts (ledger/apiserver)", [f"{r.conflicts}/{r.apiserver_409}" for r in runs], ""),
+        ("cap violations after burst", [f"{r.violations}" for r in runs], "0"),
+        ("pods in no subset", [f"{r.no_subset}" for r in runs], ""),
+        ("status = pods after (s)", [_fmt(r.status_converged_s) for r in runs], ""),
+        ("deletion costs on all pods (s)", [_fmt(r.costs_written_s) for r in runs], "after burst end"),
+        ("scale-in duration (s)", [_fmt(r.scale_in_s) for r in runs], ""),
+        ("scale-in order (reverse subsets)", ["ok" if r.scale_in_order_ok else "-" if r.scale_in_order_ok is None
+                                              else "WRONG" for r in runs], ""),
+        ("cap violations after scale-in", [f"{r.violations_after_scale_in}" for r in runs], "0"),
+        ("status = pods after scale-in (s)", [_fmt(r.status_after_scale_in_s) for r in runs], ""),
+    ]
+    header = ("concurrency C", [str(r.concurrency) for r in runs], "target")
+    width0 = max(len(r[0]) for r in [header, *rows])
+    widths = [max(len(header[1][i]), *(len(r[1][i]) for r in rows)) for i in range(len(runs))]
+    lines = []
+    for label, cells, note in [header, *rows]:
+        lines.append("  ".join([label.ljust(width0), *(c.rjust(w) for c, w in zip(cells, widths, strict=True)),
+                                note]).rstrip())
+    for run in runs:
+        lines.extend(f"C={run.concurrency}: problem: {p}" for p in run.problems)
+        if run.first_error:
+            lines.append(f"C={run.concurrency}: first create error: {run.first_error}")
+    return "\n".join(lines)
+
+
+def chart(runs: list[Run], path: Path) -> None:
+    """Latency percentiles (webhook histogram, client-side with and without) against concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r.concurrency for r in runs]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, values, style in (
+        ("webhook p50", [r.p50_ms for r in runs], "o-"),
+        ("webhook p95", [r.p95_ms for r in runs], "o-"),
+        ("webhook p99", [r.p99_ms for r in runs], "o-"),
+        ("client create p50 (with)", [r.client_p50_ms_with for r in runs], "s--"),
+        ("client create p99 (with)", [r.client_p99_ms_with for r in runs], "s--"),
+        ("client create p50 (bare)", [r.client_p50_ms_without for r in runs], "^:"),
+        ("client create p99 (bare)", [r.client_p99_ms_without for r in runs], "^:"),
+    ):
+        ax.plot(xs, [v if v is not None else float("nan") for v in values], style, label=label)
+    ax.axhline(TARGETS["p99_ms"], color="grey", linewidth=0.8, linestyle="-.", label="p99 target (50 ms)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel("concurrent clients C")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"spreadhook burst: {runs[0].pods} CloneSet pods, latency percentiles")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=3000, help="pods per burst (default 3000)")
+    parser.add_argument("--concurrency", type=int, default=None, help="one C (default: 16, 64 and 256)")
+    parser.add_argument("--scale-in-to", type=int, default=1000, help="replicas after the scale-in (default 1000)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.add_argument("--chart", type=Path, default=None, help="write a PNG of latency against concurrency")
+    parser.add_argument("--topology", choices=("run", "split"), default="run",
+                        help="run: one `spreadhook run` process (default, what harness.install deploys); split: "
+                             "`spreadhook serve` and `spreadhook reconcile` as two processes")
+    args = parser.parse_args(argv)
+    if args.pods <= 0 or (args.concurrency is not None and args.concurrency <= 0) or not (
+            0 <= args.scale_in_to <= args.pods):
+        print("--pods and --concurrency must be > 0, and 0 <= --scale-in-to <= --pods", file=sys.stderr)
+        return 2
+    concurrencies = [args.concurrency] if args.concurrency else list(DEFAULT_CONCURRENCY)
+    try:
+        runs = measure(concurrencies, args.pods, args.scale_in_to, split=args.topology == "split")
+    except (cpmod.ControlPlaneError, cpmod.KubectlError, RuntimeError, TimeoutError, OSError,
+            requests.RequestException) as err:
+        print(f"burst benchmark failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+              file=sys.stderr)
+        return 1
+    if args.output == "json":
+        objects = [r.contract() for r in runs]
+        print(json.dumps(objects[0] if len(objects) == 1 else objects, indent=2))
+    else:
+        print(table(runs))
+    if args.chart is not None:
+        chart(runs, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
