@@ -105,7 +105,8 @@ class ServeOnly(Webhook):
         env = {**self.cp.env(), "POD_NAMESPACE": NAMESPACE, **self.extra_env}
         env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
         serve = [sys.executable, "-m", "spreadhook.cli", "serve", "--cert-dir", str(self.cert_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube"]
+                 "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube",
+                 "--conversion-port", str(self.conversion_port)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
@@ -587,13 +588,13 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         ca_pem = certs.load_or_create(workdir / "certs", extra_sans=("127.0.0.1",)).ca_bundle_pem()
         webhook = (ServeOnly if split else Webhook)(cp, workdir, free_port(), workdir / "certs")
         webhook.start()
-        register(cp, webhook.url, ca_pem)
+        register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
         for concurrency in concurrencies:
             run = Run(concurrency, pods)
             runs.append(run)
             if not webhook.alive():
                 webhook.start()
-                register(cp, webhook.url, ca_pem)
+                register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
             _wait_webhook_called(cp, api, registered=True)
             burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
             unregister(cp)

@@ -163,7 +163,7 @@ def _serve_options(args: argparse.Namespace, *, reconcile: bool) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from spreadhook.runtime import build_app
-    from spreadhook.server import SpreadhookServer, multiprocess_metrics_dir
+    from spreadhook.server import SpreadhookServer, multiprocess_metrics_dir, start_conversion_process
 
     options = _serve_options(args, reconcile=args.command == "run")
     if options.store == "kube" and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -173,7 +173,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise InvalidInput(f"--cert-dir {options.cert_dir}: {name} is missing (create it with "
                                "`spreadhook certs --out DIR`)")
     multiprocess_metrics_dir(options.workers)
-    SpreadhookServer(options, build_app).run()
+    conversion = start_conversion_process(options) if options.conversion_port else None
+    try:
+        SpreadhookServer(options, build_app).run()
+    finally:
+        if conversion is not None:
+            conversion.terminate()
     return EXIT_OK
 
 

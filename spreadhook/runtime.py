@@ -18,7 +18,7 @@ from flask import Flask
 from spreadhook import admission, model, workloads
 from spreadhook.ledger import Ledger
 from spreadhook.metrics import Metrics
-from spreadhook.server import ReloadingTLS, ServeOptions, create_app, draining, start_conversion_listener
+from spreadhook.server import ReloadingTLS, ServeOptions, create_app, draining
 from spreadhook.store import MemoryStore, Store
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,6 @@ def build_app(
     store = store if store is not None else build_store(options)
     if tls is not None:
         tls.observe(lambda path: metrics.cert_expiry.set(certs.certificate_expiry(path).timestamp()))
-        if options.conversion_port:
-            start_conversion_listener(options.host, options.conversion_port, tls)
     webhook = build_webhook(store, metrics)
     if options.reconcile:
         start_reconciler(store)

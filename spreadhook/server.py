@@ -13,6 +13,8 @@ import os
 import re
 import signal
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -161,23 +163,41 @@ def _convert(data: bytes) -> Response:
         return _text(400, str(exc))
 
 
-def start_conversion_listener(host: str, port: int, tls: ReloadingTLS) -> None:
-    """Serve conversion from threads of its own (werkzeug's threaded server, same TLS context, so a
-    certificate reload applies to it too). With several gunicorn workers, the first to bind serves it."""
+def serve_conversion(host: str, port: int, cert_dir: str) -> None:
+    """The conversion listener's process: werkzeug's threaded TLS server and nothing else.
+
+    A process of its own, not threads beside the admissions: kube-apiserver calls it inside every status
+    write (to convert for each version in managedFields), so it must answer at once even while the webhook
+    process is saturated; under a burst, threads sharing the webhook's interpreter lock waited behind 64
+    admissions and made every ledger write several times slower."""
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     class QuietHandler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             pass
 
-    try:
-        server = make_server(host, port, create_conversion_app(), threaded=True, ssl_context=tls.context,
-                             request_handler=QuietHandler)
-    except OSError as exc:
-        log.info("conversion listener on %s:%s not started here (%s): a sibling worker serves it", host, port, exc)
-        return
-    threading.Thread(target=server.serve_forever, name="spreadhook-conversion", daemon=True).start()
+    tls = ReloadingTLS(str(Path(cert_dir) / "tls.crt"), str(Path(cert_dir) / "tls.key"))
+    server = make_server(host, port, create_conversion_app(), threaded=True, ssl_context=tls.context,
+                         request_handler=QuietHandler)
+
+    def refresh_certificates() -> None:  # gunicorn asks per connection; werkzeug never does
+        while True:
+            time.sleep(1.0)
+            tls.refresh()
+
+    threading.Thread(target=refresh_certificates, name="spreadhook-conversion-tls", daemon=True).start()
     log.info("conversion webhook listening on %s:%s", host, port)
+    server.serve_forever()
+
+
+def start_conversion_process(options: ServeOptions) -> subprocess.Popen[bytes]:
+    """Start ``serve_conversion`` in a fresh interpreter (nothing of this process's state is inherited, and
+    gunicorn's forked workers know nothing of it), in this process group, so that whatever stops the server
+    stops it too; the caller terminates it when the server returns."""
+    assert options.conversion_port is not None
+    code = (f"from spreadhook.server import serve_conversion; "
+            f"serve_conversion({options.host!r}, {options.conversion_port}, {options.cert_dir!r})")
+    return subprocess.Popen([sys.executable, "-c", code])
 
 
 class _TooLarge(Exception):

@@ -26,6 +26,7 @@ CLONESET = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
 @dataclass
 class Server:
     url: str
+    conversion_url: str
     ca: str
     cert_dir: Path
     process: subprocess.Popen[bytes]
@@ -46,13 +47,15 @@ def start_server(tmp: Path, seed_docs: list[dict]) -> Server:
     certs.write_bundle(cert_dir, certs.new_bundle())
     seed = tmp / "seed.yaml"
     seed.write_text(yaml.safe_dump_all(seed_docs))
-    port = free_port()
+    port, conversion_port = free_port(), free_port()
     log = tmp / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "spreadhook.cli", "serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--store", "memory", "--seed", str(seed), "--threads", "64"],
+         "--port", str(port), "--store", "memory", "--seed", str(seed), "--threads", "64",
+         "--conversion-port", str(conversion_port)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"https://127.0.0.1:{port}", str(cert_dir / "ca.crt"), cert_dir, process, log)
+    server = Server(f"https://127.0.0.1:{port}", f"https://127.0.0.1:{conversion_port}", str(cert_dir / "ca.crt"),
+                    cert_dir, process, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if not server.alive():
