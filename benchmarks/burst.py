@@ -68,7 +68,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,12 +76,21 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks import podcreate
 from harness import controlplane as cpmod
+from harness.bandwidth import (
+    active,
+    apply_scenario,
+    list_pods,
+    read_workload_spread,
+    scale_cloneset,
+    scenario_documents,
+    status_mismatches,
+    subset_counts,
+    subset_limits,
+)
 from harness.controlplane import ControlPlane, repo_root
 from harness.install import NAMESPACE, Webhook, apply_base, free_port, register, unregister
 from spreadhook import certs
 
-SCENARIO = repo_root() / "deploy" / "examples" / "bandwidth-packages.yaml"
-MATCHED = "apps.kruise.io/matched-workloadspread"
 COST = "controller.kubernetes.io/pod-deletion-cost"
 WEBHOOK_NAME = "mpod.spreadhook.io"
 DEFAULT_CONCURRENCY = (16, 64, 256)
@@ -130,34 +138,6 @@ class ServeOnly(Webhook):
 # ---------------------------------------------------------------------------------------------- the scenario
 
 
-def scenario_documents() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(WorkloadSpread, CloneSet) of the bandwidth-package scenario, in the order they must be applied."""
-    docs = [d for d in yaml.safe_load_all(SCENARIO.read_text()) if d]
-    ws = next(d for d in docs if d["kind"] == "WorkloadSpread")
-    cloneset = next(d for d in docs if d["kind"] == "CloneSet")
-    return ws, cloneset
-
-
-def subset_limits(ws: Mapping[str, Any]) -> dict[str, int | None]:
-    """Subset name -> maxReplicas (None = unlimited); the scenario uses integers only."""
-    return {s["name"]: s.get("maxReplicas") for s in ws["spec"]["subsets"]}
-
-
-def apply_scenario(cp: ControlPlane, namespace: str, *, with_spread: bool) -> dict[str, Any]:
-    """Apply the WorkloadSpread (unless bare) then the CloneSet; return the CloneSet as stored (its uid)."""
-    ws, cloneset = scenario_documents()
-    if with_spread:
-        cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(ws))
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(cloneset))
-    return json.loads(cp.kubectl("-n", namespace, "get", "clonesets.apps.kruise.io", "load-agent", "-o", "json").stdout)
-
-
-def scale_cloneset(cp: ControlPlane, namespace: str, replicas: int) -> None:
-    """What ``kubectl scale`` does; the pods themselves are then made by us, the stand-in controller."""
-    cp.kubectl("-n", namespace, "patch", "clonesets.apps.kruise.io", "load-agent", "--type=merge",
-               "-p", json.dumps({"spec": {"replicas": replicas}}))
-
-
 def cloneset_pod_factory(cloneset: Mapping[str, Any], run: str) -> podcreate.PodFactory:
     """Pods as Kruise's CloneSet controller makes them: template labels and spec, a controller
     ownerReference carrying the CloneSet's uid, ``load-agent-<random>`` names, instance-id label."""
@@ -175,61 +155,9 @@ def cloneset_pod_factory(cloneset: Mapping[str, Any], run: str) -> podcreate.Pod
     return make
 
 
-def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    """Every pod of the namespace as plain JSON (model decoding of thousands of pods costs seconds)."""
-    response = client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
-    return list(json.loads(response.data)["items"])
-
-
-def active(pod: Mapping[str, Any]) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and pod.get("status", {}).get("phase") not in (
-        "Succeeded", "Failed")
-
-
-def subset_of(pod: Mapping[str, Any]) -> str:
-    """The subset the webhook (or the reconciler's adoption) wrote into the pod, "" when none."""
-    raw = (pod["metadata"].get("annotations") or {}).get(MATCHED)
-    if not raw:
-        return ""
-    try:
-        return str(json.loads(raw).get("subset") or "")
-    except ValueError:
-        return ""
-
-
-def subset_counts(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Active pods per subset, counted on the pods themselves ("" = in no subset)."""
-    counts: dict[str, int] = {}
-    for pod in pods:
-        if active(pod):
-            counts[subset_of(pod)] = counts.get(subset_of(pod), 0) + 1
-    return counts
-
-
 def violations(counts: Mapping[str, int], limits: Mapping[str, int | None]) -> int:
     """Pods beyond a subset's maxReplicas, summed over subsets: the number that must always be zero."""
     return sum(max(0, counts.get(name, 0) - limit) for name, limit in limits.items() if limit is not None)
-
-
-def status_mismatches(ws: Mapping[str, Any], counts: Mapping[str, int], limits: Mapping[str, int | None]) -> list[str]:
-    """How the WorkloadSpread's overall status differs from the pods (empty once the reconciler caught up)."""
-    problems = []
-    by_name = {s["name"]: s for s in (ws.get("status") or {}).get("subsetStatuses") or []}
-    for name, limit in limits.items():
-        entry = by_name.get(name, {})
-        replicas = counts.get(name, 0)
-        missing = -1 if limit is None else max(0, limit - replicas)
-        got = (entry.get("replicas", 0), entry.get("missingReplicas"), len(entry.get("creatingPods") or {}),
-               len(entry.get("deletingPods") or {}))
-        if got != (replicas, missing, 0, 0):
-            problems.append(f"{name}: status replicas/missing/creating/deleting {got}, pods say ({replicas}, "
-                            f"{missing}, 0, 0)")
-    return problems
-
-
-def read_workload_spread(api: client.ApiClient, namespace: str) -> dict[str, Any]:
-    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
-        "apps.kruise.io", "v1beta1", namespace, "workloadspreads", "load-agent"))
 
 
 def wait_until(what: str, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float,

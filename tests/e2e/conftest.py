@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness.bandwidth import MATCHED
 from harness.controlplane import ControlPlane
 from harness.install import NAMESPACE, Webhook, apply_base, free_port, register, unregister
 from harness.tcpproxy import RoundRobinProxy
 from spreadhook import certs
-from tests.e2e.scenario import MATCHED
 
 LEASE = "spreadhook-reconciler"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import secrets
 import threading
 import time
@@ -20,33 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
-import yaml
 from kubernetes import client
 
-from harness.controlplane import ControlPlane, repo_root
+from harness.bandwidth import (
+    active,
+    list_pods,
+    read_workload_spread,
+    scenario_documents,
+    status_mismatches,
+    subset_counts,
+    subset_limits,
+    subset_of,
+)
 
-SCENARIO = repo_root() / "deploy" / "examples" / "bandwidth-packages.yaml"
-MATCHED = "apps.kruise.io/matched-workloadspread"
 COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
-def scenario_documents() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(WorkloadSpread, CloneSet) from deploy/examples, the WorkloadSpread first as users must apply it."""
-    docs = [d for d in yaml.safe_load_all(SCENARIO.read_text()) if d]
-    return next(d for d in docs if d["kind"] == "WorkloadSpread"), next(d for d in docs if d["kind"] == "CloneSet")
-
-
-LIMITS: dict[str, int | None] = {s["name"]: s.get("maxReplicas") for s in scenario_documents()[0]["spec"]["subsets"]}
-
-
-def apply_scenario(cp: ControlPlane, namespace: str, replicas: int) -> dict[str, Any]:
-    """Apply both documents, scale the CloneSet as ``kubectl scale`` would; return the stored CloneSet."""
-    ws, cloneset = scenario_documents()
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(ws))
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(cloneset))
-    cp.kubectl("-n", namespace, "patch", "clonesets.apps.kruise.io", "load-agent", "--type=merge",
-               "-p", json.dumps({"spec": {"replicas": replicas}}))
-    return json.loads(cp.kubectl("-n", namespace, "get", "clonesets.apps.kruise.io", "load-agent", "-o", "json").stdout)
+LIMITS: dict[str, int | None] = subset_limits(scenario_documents()[0])
 
 
 def cloneset_pod(cloneset: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,32 +129,6 @@ class Burst:
         return self
 
 
-def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    response = client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
-    return list(json.loads(response.data)["items"])
-
-
-def active(pod: Mapping[str, Any]) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and pod.get("status", {}).get("phase") not in (
-        "Succeeded", "Failed")
-
-
-def subset_of(pod: Mapping[str, Any]) -> str:
-    raw = (pod["metadata"].get("annotations") or {}).get(MATCHED)
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        return str(json.loads(raw).get("subset") or "")
-    return ""
-
-
-def subset_counts(pods: list[dict[str, Any]]) -> dict[str, int]:
-    """Active pods per subset, read from each pod's annotation ("" = in no subset)."""
-    counts: dict[str, int] = {}
-    for pod in pods:
-        if active(pod):
-            counts[subset_of(pod)] = counts.get(subset_of(pod), 0) + 1
-    return counts
-
-
 def over_cap(counts: Mapping[str, int]) -> dict[str, int]:
     """Subsets holding more pods than their maxReplicas, with how many they hold."""
     return {name: counts.get(name, 0) for name, limit in LIMITS.items()
@@ -182,27 +145,6 @@ def provenance(pods: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             entry = out.setdefault(subset_of(pod), {"webhook": 0, "adopted": 0})
             entry[how] += 1
     return out
-
-
-def status_mismatches(ws: Mapping[str, Any], counts: Mapping[str, int]) -> list[str]:
-    """How the overall status differs from the pods: replicas, missingReplicas, no pending creates/deletes."""
-    problems = []
-    by_name = {s["name"]: s for s in (ws.get("status") or {}).get("subsetStatuses") or []}
-    for name, limit in LIMITS.items():
-        entry = by_name.get(name, {})
-        replicas = counts.get(name, 0)
-        missing = -1 if limit is None else max(0, limit - replicas)
-        got = (entry.get("replicas", 0), entry.get("missingReplicas"), len(entry.get("creatingPods") or {}),
-               len(entry.get("deletingPods") or {}))
-        if got != (replicas, missing, 0, 0):
-            problems.append(f"{name}: status (replicas, missing, creating, deleting) = {got}, pods say "
-                            f"({replicas}, {missing}, 0, 0)")
-    return problems
-
-
-def read_workload_spread(api: client.ApiClient, namespace: str) -> dict[str, Any]:
-    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
-        "apps.kruise.io", "v1beta1", namespace, "workloadspreads", "load-agent"))
 
 
 def eventually(what: str, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float,
@@ -240,7 +182,7 @@ def assert_spread_holds(api: client.ApiClient, namespace: str, created: int, tim
         pods = list_pods(api, namespace)
         counts = subset_counts(pods)
         uncosted = sum(1 for p in pods if active(p) and COST not in (p["metadata"].get("annotations") or {}))
-        return status_mismatches(read_workload_spread(api, namespace), counts), counts, uncosted
+        return status_mismatches(read_workload_spread(api, namespace), counts, LIMITS), counts, uncosted
 
     problems, counts, _ = eventually("status equal to the pods and a deletion cost on every pod", settled,
                                      lambda v: not v[0] and v[2] == 0, timeout, 2.0)

@@ -32,10 +32,11 @@ import requests
 from kubernetes import client
 
 from harness import controlplane as cpmod
+from harness.bandwidth import apply_scenario
 from harness.controlplane import ControlPlane
 from spreadhook import certs
 from tests.e2e.conftest import Spreadhook, SpreadhookFactory, force_delete_pods, install, restart_apiserver
-from tests.e2e.scenario import Burst, apply_scenario, assert_spread_holds
+from tests.e2e.scenario import Burst, assert_spread_holds
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900)]
 
@@ -50,7 +51,7 @@ def test_sigkilling_one_of_two_webhook_replicas_every_few_hundred_admissions_nev
     spreadhook: SpreadhookFactory,
 ) -> None:
     sh = spreadhook(replicas=2, proxy=True)
-    cloneset = apply_scenario(controlplane, scenario_namespace, 1000)
+    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=1000)
     sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
     burst = Burst(k8s_client, scenario_namespace, cloneset, 1000, CLIENTS).start()
     kills = 0
@@ -83,7 +84,7 @@ def test_killing_the_reconciler_leader_mid_burst_moves_the_lease_and_the_status_
 ) -> None:
     sh = spreadhook(replicas=2, proxy=True)
     first_leader = sh.wait_leader()
-    cloneset = apply_scenario(controlplane, scenario_namespace, 800)
+    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=800)
     sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
     burst = Burst(k8s_client, scenario_namespace, cloneset, 800, CLIENTS).start()
     burst.wait_for(300)
@@ -127,7 +128,7 @@ def test_rotating_ca_and_serving_certificate_on_disk_mid_burst_fails_no_pod_crea
     assert old is not None
     fresh = certs.new_bundle(extra_sans=("127.0.0.1",))
     rotated = certs.CertBundle(ca=fresh.ca, serving=fresh.serving, previous_ca_pems=(old.ca.cert_pem,))
-    cloneset = apply_scenario(controlplane, scenario_namespace, 1000)
+    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=1000)
     sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
     old_leaf = _served_certificate(webhook.port)
 
@@ -178,7 +179,7 @@ def test_restarting_the_api_server_mid_burst_lets_webhook_and_reconciler_reconne
     cp.wait_for_service_account(namespace)
     sh = install(cp, tmp_path / "spreadhook")
     try:
-        cloneset = apply_scenario(cp, namespace, 800)
+        cloneset = apply_scenario(cp, namespace, replicas=800)
         sh.wait_mutating(api, namespace, cloneset)
         burst = Burst(api, namespace, cloneset, 800, CLIENTS, retries=5000).start()
         burst.wait_for(300)
@@ -317,7 +318,7 @@ def test_ten_thousand_malformed_or_hostile_requests_mid_burst_get_no_5xx_and_bre
     webhook = sh.replicas[0]
     count = int(os.environ.get("SPREADHOOK_FUZZ_REQUESTS", "10000"))
     seed = int(os.environ.get("SPREADHOOK_FUZZ_SEED", "20240611"))
-    cloneset = apply_scenario(controlplane, scenario_namespace, 600)
+    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=600)
     sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
     burst = Burst(k8s_client, scenario_namespace, cloneset, 600, CLIENTS).start()
 
