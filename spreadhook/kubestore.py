@@ -393,6 +393,8 @@ class KubeStore:
         now = time.monotonic()
         if now - self._events_sent.get(key, -EVENT_DEDUPE_SECONDS) < EVENT_DEDUPE_SECONDS:
             return
+        if len(self._events_sent) > 10_000:  # forget what can no longer suppress anything
+            self._events_sent = {k: t for k, t in self._events_sent.items() if now - t < EVENT_DEDUPE_SECONDS}
         self._events_sent[key] = now
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
