@@ -87,8 +87,8 @@ from harness.bandwidth import (
     subset_counts,
     subset_limits,
 )
-from harness.controlplane import ControlPlane, repo_root
-from harness.install import NAMESPACE, Webhook, apply_base, free_port, register, unregister
+from harness.controlplane import ControlPlane
+from harness.install import Webhook, apply_base, free_port, register, unregister
 from spreadhook import certs
 
 COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -110,14 +110,10 @@ class ServeOnly(Webhook):
     reconciler: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> None:
-        env = {**self.cp.env(), "POD_NAMESPACE": NAMESPACE, **self.extra_env}
-        env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
-        serve = [sys.executable, "-m", "spreadhook.cli", "serve", "--cert-dir", str(self.cert_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube",
-                 "--conversion-port", str(self.conversion_port)]
+        env = self.env()
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(self.server_command("serve"), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True)
             self.reconciler = subprocess.Popen([sys.executable, "-m", "spreadhook.cli", "reconcile"], stdout=log,
                                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if wait:

@@ -62,15 +62,22 @@ class Webhook:
     def log(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self, *, wait: bool = True) -> None:
+    def env(self) -> dict[str, str]:
+        """The cluster's kubeconfig and PATH, the lease namespace, and this checkout importable."""
         env = {**self.cp.env(), "POD_NAMESPACE": NAMESPACE, **self.extra_env}
         env["PYTHONPATH"] = str(repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
-        command = [sys.executable, "-m", "spreadhook.cli", "run", "--cert-dir", str(self.cert_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube",
-                   "--conversion-port", str(self.conversion_port)]
+        return env
+
+    def server_command(self, subcommand: str = "run") -> list[str]:
+        """``spreadhook run`` (or ``serve``) on this loopback port, with the conversion process beside it."""
+        return [sys.executable, "-m", "spreadhook.cli", subcommand, "--cert-dir", str(self.cert_dir),
+                "--host", "127.0.0.1", "--port", str(self.port), "--store", "kube",
+                "--conversion-port", str(self.conversion_port)]
+
+    def start(self, *, wait: bool = True) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(self.server_command(), stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env(), start_new_session=True)
         (self.workdir / f"{self.name}.pid").write_text(str(self.process.pid))
         if wait:
             self.wait_ready()
