@@ -374,22 +374,10 @@ def up_spreadhook(cp: ControlPlane, log: Log = _stderr_log) -> int:
 def _stop_spreadhook(cp: ControlPlane, log: Log) -> None:
     """SIGTERM, then SIGKILL, each spreadhook process group ``up --spreadhook`` started (gunicorn's
     workers share their master's group), then forget their pid files."""
-    alive = _spreadhook_alive(cp)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
-        deadline = time.monotonic() + 15
-        while alive and time.monotonic() < deadline:
-            alive = [pid for pid in alive if _alive(pid)]
-            time.sleep(0.1)
-        if not alive:
-            break
+    _terminate(_spreadhook_alive(cp), os.killpg, grace=15.0, log=log)
     for pid_file in spreadhook_dir(cp).glob("*.pid"):
         pid_file.unlink(missing_ok=True)
     (spreadhook_dir(cp) / "port").unlink(missing_ok=True)
-    if alive:
-        log(f"[controlplane] spreadhook still alive after SIGKILL: {alive}")
 
 
 def down(directory: Path | None = None, log: Log = _stderr_log) -> None:
@@ -428,12 +416,17 @@ def _owned_by(pid: int, cp: ControlPlane) -> bool:
 
 def _kill_leftovers(pids: dict[str, int], cp: ControlPlane, log: Log) -> None:
     """SIGTERM, then SIGKILL after 10 s, any component kwokctl failed to stop."""
-    alive = [pid for pid in pids.values() if _alive(pid) and _owned_by(pid, cp)]
+    _terminate([pid for pid in pids.values() if _alive(pid) and _owned_by(pid, cp)], os.kill, grace=10.0, log=log)
+
+
+def _terminate(pids: list[int], send: Callable[[int, int], None], *, grace: float, log: Log) -> None:
+    """SIGTERM, wait up to GRACE seconds, then SIGKILL what is left; SEND is os.kill or os.killpg."""
+    alive = pids
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 10
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(pid, sig)
+        deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:
             alive = [pid for pid in alive if _alive(pid)]
             time.sleep(0.1)
