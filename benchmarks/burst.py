@@ -227,8 +227,9 @@ def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 WEBHOOK_PREFIXES = ("spreadhook_admission_duration_seconds", "spreadhook_admissions_total",
                     "spreadhook_ledger_status_writes_total", "spreadhook_ledger_conflicts_total",
-                    "spreadhook_ledger_commit_batch_size")
-APISERVER_PREFIXES = ("apiserver_admission_webhook_admission_duration_seconds", "apiserver_request_total")
+                    "spreadhook_ledger_commit_batch_size", "spreadhook_ledger_write_duration_seconds")
+APISERVER_PREFIXES = ("apiserver_admission_webhook_admission_duration_seconds", "apiserver_request_total",
+                      "apiserver_crd_conversion_webhook_duration_seconds")
 
 
 def scrape_webhook(webhook: Webhook) -> Samples:
@@ -269,7 +270,12 @@ class Run:
     status_puts: int = 0
     conflicts: int = 0
     apiserver_409: int = 0
+    pod_patches: int = 0
+    conversions: int = 0
+    conversion_ms: float = 0.0
     mean_batch: float = 0.0
+    write_p50_ms: float | None = None
+    write_p99_ms: float | None = None
     violations: int = 0
     no_subset: int = 0
     per_subset: dict[str, int] = field(default_factory=dict)
@@ -402,9 +408,15 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.conflicts = int(total(hook, "spreadhook_ledger_conflicts_total"))
     batches = total(hook, "spreadhook_ledger_commit_batch_size_count")
     run.mean_batch = total(hook, "spreadhook_ledger_commit_batch_size_sum") / batches if batches else 0.0
+    writes = histogram(hook, "spreadhook_ledger_write_duration_seconds")
+    run.write_p50_ms, run.write_p99_ms = quantile_ms(writes, 0.5), quantile_ms(writes, 0.99)
     status = {"resource": "workloadspreads", "subresource": "status", "verb": "PUT"}
     run.status_puts = int(total(apis, "apiserver_request_total", **status))
     run.apiserver_409 = int(total(apis, "apiserver_request_total", code="409", **status))
+    run.pod_patches = int(total(apis, "apiserver_request_total", resource="pods", verb="PATCH"))
+    run.conversions = int(total(apis, "apiserver_crd_conversion_webhook_duration_seconds_count"))
+    seconds = total(apis, "apiserver_crd_conversion_webhook_duration_seconds_sum")
+    run.conversion_ms = seconds * 1000 / run.conversions if run.conversions else 0.0
 
 
 def _scale_in(cp: ControlPlane, api: client.ApiClient, namespace: str, pods: list[dict[str, Any]], run: Run,
@@ -568,7 +580,10 @@ def table(runs: list[Run]) -> str:
         ("ledger status writes", [f"{r.ledger_writes}" for r in runs], ""),
         ("ledger writes per admitted pod", [_fmt(r.status_writes_per_pod, 4) for r in runs], "< 0.2"),
         ("mean group-commit batch", [_fmt(r.mean_batch) for r in runs], ""),
+        ("ledger write p50/p99 ms", [f"{_fmt(r.write_p50_ms)}/{_fmt(r.write_p99_ms)}" for r in runs], ""),
         ("all status PUTs (apiserver)", [f"{r.status_puts}" for r in runs], "ledger + reconciler"),
+        ("pod PATCHes during the burst", [f"{r.pod_patches}" for r in runs], "reconciler"),
+        ("CRD conversions (mean ms)", [f"{r.conversions} ({r.conversion_ms:.1f})" for r in runs], ""),
         ("409 conflicts (ledger/apiserver)", [f"{r.conflicts}/{r.apiserver_409}" for r in runs], ""),
         ("cap violations after burst", [f"{r.violations}" for r in runs], "0"),
         ("pods in no subset", [f"{r.no_subset}" for r in runs], ""),

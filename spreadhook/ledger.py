@@ -61,6 +61,8 @@ class CommitStats:
     batch_size: int
     conflicts: int
     wrote: bool
+    write_seconds: float = 0.0
+    """Time spent in status writes (the successful one and every conflicting one): what admissions wait on."""
 
 
 class Ledger:
@@ -159,6 +161,7 @@ class Ledger:
         again. ``batch`` may grow while retrying, and every request in it is answered by ``_lead``."""
         current = self._newest(ws)
         conflicts = 0
+        writing = 0.0
         while True:
             status = current.status.clone()
             now = self._clock()
@@ -173,11 +176,13 @@ class Ledger:
                                                      new_uid=self._new_uid)
                     changed |= request.admission.changed
             if not changed:
-                self._on_commit(CommitStats(len(batch), conflicts, False))
+                self._on_commit(CommitStats(len(batch), conflicts, False, writing))
                 return
+            started = time.monotonic()
             try:
                 written = self._store.write_status(current, status)
             except Conflict:
+                writing += time.monotonic() - started
                 conflicts += 1
                 if time.monotonic() >= deadline:
                     raise LedgerTimeout(f"WorkloadSpread {ws.key}: {conflicts} write conflicts before the "
@@ -193,8 +198,9 @@ class Ledger:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted") from None
                 current = fresh
                 continue
+            writing += time.monotonic() - started
             self._remember(written)
-            self._on_commit(CommitStats(len(batch), conflicts, True))
+            self._on_commit(CommitStats(len(batch), conflicts, True, writing))
             return
 
     def _newest(self, ws: WorkloadSpread) -> WorkloadSpread:

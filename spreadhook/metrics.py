@@ -33,6 +33,9 @@ class Metrics:
                                "write (group commit)", buckets=BATCH_BUCKETS, registry=self.registry)
         self.writes = Counter("spreadhook_ledger_status_writes", "WorkloadSpread status writes by the ledger",
                               registry=self.registry)
+        self.write_time = Histogram("spreadhook_ledger_write_duration_seconds", "Time one group commit spent "
+                                    "in status writes, conflicting attempts included", buckets=LATENCY_BUCKETS,
+                                    registry=self.registry)
         self.conflicts = Counter("spreadhook_ledger_conflicts", "409 Conflicts met by ledger status writes",
                                  registry=self.registry)
         self.cert_expiry = Gauge("spreadhook_serving_certificate_expiry_timestamp_seconds", "When the serving "
@@ -47,6 +50,7 @@ class Metrics:
         self.batch.observe(stats.batch_size)
         if stats.wrote:
             self.writes.inc()
+            self.write_time.observe(stats.write_seconds)
         if stats.conflicts:
             self.conflicts.inc(stats.conflicts)
 

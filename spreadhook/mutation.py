@@ -16,12 +16,13 @@ import jsonpatch
 
 from spreadhook import strategic
 from spreadhook.model import FieldError, Obj, Subset, WorkloadSpread
-from spreadhook.spread import MATCHED_ANNOTATION, Matched
+from spreadhook.spread import DELETION_COST_ANNOTATION, MATCHED_ANNOTATION, Matched, admission_deletion_cost
 
 
 def inject(pod: Mapping[str, Any], ws: WorkloadSpread, subset: Subset, generated_uid: str = "") -> Obj:
     """The pod as admitted into ``subset`` (upstream 2.6, in its order): tolerations, node affinity,
-    the subset patch, then the matched annotation last so that no patch can override it."""
+    the subset patch, then the matched annotation (and the deletion cost the reconciler would write) last
+    so that no patch can override them."""
     spec = dict(pod.get("spec") or {})
     if subset.tolerations:
         tolerations = list(spec.get("tolerations") or ())
@@ -40,6 +41,9 @@ def inject(pod: Mapping[str, Any], ws: WorkloadSpread, subset: Subset, generated
     metadata["labels"] = dict(metadata.get("labels") or {})
     annotations = dict(metadata.get("annotations") or {})
     annotations[MATCHED_ANNOTATION] = Matched(ws.name, subset.name, generated_uid).to_annotation()
+    cost = admission_deletion_cost(ws, subset)
+    if cost is not None:
+        annotations[DELETION_COST_ANNOTATION] = str(cost)
     metadata["annotations"] = annotations
     mutated["metadata"] = metadata
     return mutated

@@ -104,10 +104,13 @@ class Reconciler:
             return None
         pods = self.governed_pods(ws)
         plan = self.plan(ws, pods, workload_replicas=workload_replicas)
-        self._patch_pods(ws, plan)
+        for adoption in plan.adoptions:
+            self._patch_pod(ws, adoption.pod, adoption.patch)
         written = False
         if plan.status != ws.status:
             written = self._write_status(ws, plan, pods, workload_replicas)
+        for pod, cost in plan.deletion_costs.items():
+            self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
         return self._finish(ws, plan, written)
 
     def _write_status(
@@ -136,14 +139,6 @@ class Reconciler:
         ref = ws.target_ref
         workload = self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name) if ref else None
         return workloads.replicas(ws, workload, self._custom)
-
-    def _patch_pods(self, ws: WorkloadSpread, plan: spread.ReconcilePlan) -> None:
-        """Adoptions and deletion costs go first (upstream's order): a scale-in racing this sync then already
-        sees the right order."""
-        for adoption in plan.adoptions:
-            self._patch_pod(ws, adoption.pod, adoption.patch)
-        for pod, cost in plan.deletion_costs.items():
-            self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
 
     def _finish(self, ws: WorkloadSpread, plan: spread.ReconcilePlan, written: bool) -> SyncResult:
         rescheduled = 0

@@ -637,11 +637,32 @@ def _deletion_costs(
         limit = _resolve(subset, workload_replicas)
         extras = 0 if limit is None else max(0, len(active) - limit)
         for position, pod in enumerate(sorted(active, key=deletability_key)):
-            cost = -COST_STEP * (j + 1) if position < extras else COST_STEP * (n - j)
+            cost = -COST_STEP * (j + 1) if position < extras else _cost_within_max(n, j)
             _set_cost(pod, cost, plan)
     for pod in groups.get(FAKE_SUBSET, ()):
         if is_active(pod):
             _set_cost(pod, -COST_STEP * (n + 1), plan)
+
+
+def _cost_within_max(subsets: int, rank: int) -> int:
+    """A pod within its subset's max: the earlier the subset (lower rank), the costlier to delete."""
+    return COST_STEP * (subsets - rank)
+
+
+def admission_deletion_cost(ws: WorkloadSpread, subset: Subset) -> int | None:
+    """The deletion cost the reconciler will give a pod admitted into ``subset`` (within its max, newest
+    pod version), or None where it depends on more than the subset (proportional percentages).
+
+    Written by the webhook into the pod it admits, so that a burst of N pods does not cost N more pod
+    PATCHes on the API server after it (upstream patches every new pod from its controller): the reconciler
+    then finds the cost already right and only corrects pods whose situation changed since.
+    """
+    if not manages_deletion_cost(ws) or all_percentages(ws):
+        return None
+    names = [s.name for s in ws.subsets]
+    if subset.name not in names:
+        return None
+    return _cost_within_max(len(names), names.index(subset.name))
 
 
 def all_percentages(ws: WorkloadSpread) -> bool:

@@ -7,7 +7,7 @@ import datetime as dt
 import itertools
 from typing import Any
 
-from spreadhook import model, spread
+from spreadhook import model, mutation, spread
 from spreadhook.model import WorkloadSpread, WorkloadSpreadStatus
 from tests.unit.factories import T0, node, pod, ws
 
@@ -382,3 +382,24 @@ def test_adoption_counts_slots_the_webhook_reserved_for_pods_not_listed_yet() ->
     nodes = {"n": node("n")}
     plan = reconcile(w, [in_subset("placed", "ecs", node="n"), pod("stray", node="n")], nodes=nodes)
     assert [(a.pod, a.subset) for a in plan.adoptions] == [("stray", "any")]
+
+
+def test_pods_admitted_with_the_webhooks_deletion_cost_need_no_reconciler_patch() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    admitted = []
+    for i in range(5):
+        choice = admit(w, status, pod(f"p{i}"))
+        assert choice.subset is not None
+        admitted.append(mutation.inject(pod(f"p{i}"), w, choice.subset))
+    costs = [p["metadata"]["annotations"][spread.DELETION_COST_ANNOTATION] for p in admitted]
+    assert costs == ["300", "300", "200", "100", "100"]
+    assert reconcile(w, admitted).deletion_costs == {}
+
+
+def test_webhook_leaves_deletion_cost_to_the_reconciler_where_it_is_not_the_subsets_alone() -> None:
+    percentages = ws([{"name": "a", "maxReplicas": "50%"}, {"name": "b", "maxReplicas": "50%"}])
+    assert spread.admission_deletion_cost(percentages, percentages.subsets[0]) is None
+    for kind in ("StatefulSet", "Job"):
+        w = ws(BANDWIDTH, kind=kind)
+        assert spread.admission_deletion_cost(w, w.subsets[0]) is None
