@@ -413,7 +413,7 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     status = {"resource": "workloadspreads", "subresource": "status", "verb": "PUT"}
     run.status_puts = int(total(apis, "apiserver_request_total", **status))
     run.apiserver_409 = int(total(apis, "apiserver_request_total", code="409", **status))
-    run.pod_patches = int(total(apis, "apiserver_request_total", resource="pods", verb="PATCH"))
+    run.pod_patches = int(total(apis, "apiserver_request_total", resource="pods", subresource="", verb="PATCH"))
     run.conversions = int(total(apis, "apiserver_crd_conversion_webhook_duration_seconds_count"))
     seconds = total(apis, "apiserver_crd_conversion_webhook_duration_seconds_sum")
     run.conversion_ms = seconds * 1000 / run.conversions if run.conversions else 0.0
