@@ -240,12 +240,12 @@ def _text(code: int, message: str) -> Response:
 
 
 class ReloadingTLS:
-    """One SSLContext per worker whose certificate is reloaded when the files change on disk.
+    """The serving certificate of one worker, reloaded when the files change on disk.
 
-    gunicorn asks for a context on every new connection; this hands out the same one and, at most once a
-    second, checks the files' modification times and loads the new pair into it. Connections already open
-    keep their session; new ones get the new certificate. A half-written pair (rotation in progress) fails
-    to load and is retried on the next check, while the old certificate keeps serving.
+    gunicorn asks for a context on every new connection; at most once a second this checks the files'
+    modification times and, when they changed, loads the new pair into a fresh context that later
+    connections get. Connections already open keep their session. A half-written pair (rotation in
+    progress) fails to load and is retried on the next check, while the old certificate keeps serving.
     """
 
     def __init__(self, cert_file: str, key_file: str) -> None:
@@ -254,9 +254,15 @@ class ReloadingTLS:
         self._lock = threading.Lock()
         self._stamp: tuple[float, float] | None = None
         self._checked = 0.0
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context = self._new_context()
+        self._latest = self.context
         self.refresh(force=True)
+
+    @staticmethod
+    def _new_context() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     def _mtimes(self) -> tuple[float, float]:
         return os.stat(self._cert).st_mtime, os.stat(self._key).st_mtime
@@ -271,7 +277,13 @@ class ReloadingTLS:
                 stamp = self._mtimes()
                 if stamp == self._stamp:
                     return
+                # A fresh context for ``get`` (gunicorn asks per connection): loading into a context that is
+                # serving leaves it, for a moment, with the new certificate and the old key, and a handshake
+                # in that moment fails. Listeners bound to ``context`` (werkzeug) are reloaded in place.
+                fresh = self._new_context()
+                fresh.load_cert_chain(self._cert, self._key)
                 self.context.load_cert_chain(self._cert, self._key)
+                self._latest = fresh
             except (OSError, ssl.SSLError) as exc:
                 if force:
                     raise
@@ -289,7 +301,7 @@ class ReloadingTLS:
 
     def get(self) -> ssl.SSLContext:
         self.refresh()
-        return self.context
+        return self._latest
 
 
 # -- gunicorn ----------------------------------------------------------------------------------------------

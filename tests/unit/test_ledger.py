@@ -88,3 +88,80 @@ def test_a_ledger_that_cannot_commit_before_the_deadline_says_so() -> None:
     assert current is not None
     with pytest.raises(LedgerTimeout):
         Ledger(store).admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 0.2)
+
+
+# -- spare slots -------------------------------------------------------------------------------------------
+
+
+class GatedStore(MemoryStore):
+    """A store whose status writes wait while the gate is closed: an API server that has become slow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def write_status(self, ws: Any, status: Any) -> Any:
+        assert self.gate.wait(10), "gate never opened"
+        return super().write_status(ws, status)
+
+
+def _current(store: MemoryStore) -> model.WorkloadSpread:
+    found = store.workload_spread("default", "ws")
+    assert found is not None
+    return found
+
+
+def _entries(store: MemoryStore) -> dict[str, spread.SubsetStatus]:
+    return {e.name: e for e in _current(store).status.versioned_subset_statuses[model.VERSION_IGNORED]}
+
+
+def _settle(ledger_store: MemoryStore, timeout: float = 5.0) -> None:
+    """Wait until no spare is held any more (given back once demand stopped)."""
+    deadline = time.monotonic() + timeout
+    while any(k.startswith(spread.SPARE_PREFIX) for e in _entries(ledger_store).values() for k in e.creating_pods):
+        assert time.monotonic() < deadline, "spares were never given back"
+        time.sleep(0.05)
+
+
+def test_a_pod_is_admitted_into_a_spare_while_the_status_write_is_still_pending() -> None:
+    store = GatedStore()
+    store.apply_workload_spread(ws_dict(SUBSETS))
+    ledger = Ledger(store, spares=True)
+    ledger.admit(_current(store), pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 5)
+    assert sum(k.startswith(spread.SPARE_PREFIX) for k in _entries(store)["a"].creating_pods) == 2
+    store.gate.clear()  # from now on every write hangs
+    started = time.monotonic()
+    decision = ledger.admit(_current(store), pod("p-1"), workload_replicas=0, deadline=time.monotonic() + 5)
+    assert decision.subset is not None and decision.subset.name == "a"
+    assert time.monotonic() - started < 1.0
+    store.gate.set()
+    deadline = time.monotonic() + 5
+    while "p-1" not in _entries(store)["a"].creating_pods:
+        assert time.monotonic() < deadline, "the taken spare was never renamed to its pod"
+        time.sleep(0.02)
+
+
+def test_spares_never_let_two_processes_exceed_a_max_and_are_given_back_when_demand_stops() -> None:
+    store = store_with_spread(write_latency=0.005)
+    ledgers = [Ledger(store, spares=True), Ledger(store, spares=True)]
+    chosen = admit_all(ledgers, store, 200, threads=32)
+    assert chosen.count("a") <= 50 and chosen.count("b") <= 50
+    assert chosen.count(None) == 0
+    _settle(store)
+    entries = _entries(store)
+    admitted = {f"p-{i}" for i, name in enumerate(chosen) if name in ("a", "b")}
+    assert set(entries["a"].creating_pods) | set(entries["b"].creating_pods) == admitted
+    for name in ("a", "b"):
+        assert entries[name].missing_replicas == 50 - chosen.count(name)
+
+
+def test_a_pod_goes_through_the_ledger_when_an_earlier_subset_has_room_of_its_own() -> None:
+    w = model.parse(ws_dict(SUBSETS, status={"versionedSubsetStatuses": {model.VERSION_IGNORED: [
+        {"name": "a", "replicas": 49, "missingReplicas": 1}, {"name": "b", "replicas": 0, "missingReplicas": 48,
+                                                              "creatingPods": {"spare-b": "2026-01-01T00:00:00Z"}},
+        {"name": "c", "replicas": 0, "missingReplicas": -1}]}}))
+    assert spread.spare_subset(w, w.status, model.VERSION_IGNORED, {"b": ["spare-b"]}) is None
+    full_a = w.status.clone()
+    full_a.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas = 0
+    assert spread.spare_subset(w, full_a, model.VERSION_IGNORED, {"b": ["spare-b"]}) == "b"

@@ -403,3 +403,18 @@ def test_webhook_leaves_deletion_cost_to_the_reconciler_where_it_is_not_the_subs
     for kind in ("StatefulSet", "Job"):
         w = ws(BANDWIDTH, kind=kind)
         assert spread.admission_deletion_cost(w, w.subsets[0]) is None
+
+
+def test_rebase_drops_a_spare_the_webhook_renamed_to_its_pod_meanwhile() -> None:
+    spare = spread.SPARE_PREFIX + "x.0"
+    base = ws(BANDWIDTH, status={"versionedSubsetStatuses": {model.VERSION_IGNORED: [
+        {"name": "a", "replicas": 0, "missingReplicas": 1, "creatingPods": {spare: recent(1)}},
+        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
+    planned = reconcile(base, []).status
+    newest = base.status.clone()
+    entry = newest.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    entry.creating_pods = {"pod-1": recent(0)}
+    result = spread.rebase(base, planned, base.status, newest, [], 10)
+    rebased = result.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert rebased.creating_pods == {"pod-1": recent(0)}
+    assert rebased.missing_replicas == 1
