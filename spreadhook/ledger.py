@@ -14,7 +14,9 @@ takes hundreds of milliseconds, and an admission that waits for one holds a kube
 a client for as long. A background commit then renames the spares taken to their pods and tops the rest
 up; spares nobody takes are given back as soon as demand stops (``SPARE_IDLE_SECONDS``), and never used
 once older than ``SPARE_MAX_AGE_SECONDS``, well inside the 30 s after which the reconciler expires an
-entry. A subset never goes over its max: every spare was reserved through the same compare-and-swap.
+entry. A subset never goes over its max: every spare was reserved through the same compare-and-swap. Where
+another webhook process holds spares too, none are reserved in a subset's last ``SPARE_CEILING`` slots, so
+that the other process's pods do not find those taken by spares and go to a later subset.
 """
 
 from __future__ import annotations
@@ -118,10 +120,13 @@ class Ledger:
         new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
         on_commit: Callable[[CommitStats], None] = lambda stats: None,
         spares: bool = False,
+        on_spare_taken: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._spares = spares
-        self._spare_keys = (f"{spread.SPARE_PREFIX}{uuid.uuid4().hex[:8]}.{n}" for n in itertools.count())
+        self._on_spare_taken = on_spare_taken
+        self._spare_prefix = f"{spread.SPARE_PREFIX}{uuid.uuid4().hex[:8]}."
+        self._spare_keys = (f"{self._spare_prefix}{n}" for n in itertools.count())
         self._clock = clock
         self._new_uid = new_uid
         self._on_commit = on_commit
@@ -140,6 +145,7 @@ class Ledger:
         if self._spares and spread.supports_spares(ws):
             taken = self._take_spare(ws, group, pod)
             if taken is not None:
+                self._on_spare_taken()
                 self._kick(ws, group)
                 return taken
         request = self._submit(ws, _Request(pod, False, workload_replicas), deadline)
@@ -217,11 +223,14 @@ class Ledger:
         for spare in released:
             spread.release_spare(status, spare.version, spare.subset, spare.key)
         reserved: list[_Spare] = []
-        if like is not None and spread.supports_spares(current):
+        if like is not None and wanted > 0 and spread.supports_spares(current):
             version = spread.pod_version(like)
-            for _ in range(max(0, wanted)):
+            # Where another process holds spares too, a subset's last slots are left to compare-and-swap:
+            # its pods would otherwise see them taken by spares of ours and go to a later subset.
+            keep_free = SPARE_CEILING if spread.foreign_spares(status, self._spare_prefix) else 0
+            for _ in range(wanted):
                 key = next(self._spare_keys)
-                subset = spread.reserve_spare(current, status, like, key, now=now)
+                subset = spread.reserve_spare(current, status, like, key, now=now, keep_free=keep_free)
                 if subset is None:
                     break
                 reserved.append(_Spare(key, version, subset, clock))

@@ -303,14 +303,29 @@ def supports_spares(ws: WorkloadSpread) -> bool:
 
 
 def reserve_spare(
-    ws: WorkloadSpread, status: WorkloadSpreadStatus, like: Mapping[str, Any], key: str, *, now: dt.datetime
+    ws: WorkloadSpread, status: WorkloadSpreadStatus, like: Mapping[str, Any], key: str, *, now: dt.datetime,
+    keep_free: int = 0,
 ) -> str | None:
     """Reserve one slot for a future pod of the same version as ``like``, in the subset that pod would get;
-    its subset's name, or None when that subset needs no slot (unlimited) or none has room."""
+    its subset's name, or None when that subset needs no slot (unlimited), none has room, or the reservation
+    would leave that subset fewer than ``keep_free`` slots for others."""
     labels = (like.get("metadata") or {}).get("labels") or {}
     probe = {"metadata": {"name": key, "labels": labels}}
     admission = admit(ws, status, probe, workload_replicas=0, now=now, new_uid=lambda: key)
-    return admission.subset.name if admission.subset is not None and admission.changed else None
+    if admission.subset is None or not admission.changed:
+        return None
+    entry = _entry(status, pod_version(probe), admission.subset.name)
+    if entry is not None and entry.missing_replicas < keep_free:
+        release_spare(status, pod_version(probe), admission.subset.name, key)
+        return None
+    return admission.subset.name
+
+
+def foreign_spares(status: WorkloadSpreadStatus, own_prefix: str) -> bool:
+    """Whether another webhook process holds spares here: it competes for the same slots."""
+    return any(key.startswith(SPARE_PREFIX) and not key.startswith(own_prefix)
+               for entries in status.versioned_subset_statuses.values() for entry in entries
+               for key in entry.creating_pods)
 
 
 def spare_subset(

@@ -418,3 +418,14 @@ def test_rebase_drops_a_spare_the_webhook_renamed_to_its_pod_meanwhile() -> None
     rebased = result.versioned_subset_statuses[model.VERSION_IGNORED][0]
     assert rebased.creating_pods == {"pod-1": recent(0)}
     assert rebased.missing_replicas == 1
+
+
+def test_no_spare_is_reserved_into_the_last_slots_a_competing_process_may_need() -> None:
+    w = ws(BANDWIDTH)
+    status = w.status.clone()
+    assert spread.reserve_spare(w, status, pod("like"), spread.SPARE_PREFIX + "me.0", now=T0, keep_free=2) is None
+    entry = status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert entry.creating_pods == {} and entry.missing_replicas == 2
+    assert spread.reserve_spare(w, status, pod("like"), spread.SPARE_PREFIX + "me.1", now=T0) == "a"
+    assert not spread.foreign_spares(status, spread.SPARE_PREFIX + "me.")
+    assert spread.foreign_spares(status, spread.SPARE_PREFIX + "other.")
