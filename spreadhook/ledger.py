@@ -11,12 +11,15 @@ With ``spares`` on, each write under demand also reserves a few *spare* slots (`
 about twice the pods that arrived while the previous write was in flight, and the pods that arrive next
 are admitted into them without waiting for any write: under a burst on a loaded API server a status write
 takes hundreds of milliseconds, and an admission that waits for one holds a kube-apiserver connection and
-a client for as long. A background commit then renames the spares taken to their pods and tops the rest
-up; spares nobody takes are given back as soon as demand stops (``SPARE_IDLE_SECONDS``), and never used
-once older than ``SPARE_MAX_AGE_SECONDS``, well inside the 30 s after which the reconciler expires an
-entry. A subset never goes over its max: every spare was reserved through the same compare-and-swap. Where
-another webhook process holds spares too, none are reserved in a subset's last ``SPARE_CEILING`` slots, so
-that the other process's pods do not find those taken by spares and go to a later subset.
+a client for as long. A pod admitted into a spare carries the spare's key as the ``uid`` of its matched
+annotation, as a pod created with ``generateName`` carries the key the webhook made up for it, so the
+spare's entry simply becomes the pod's: nothing more is written for it, and the reconciler clears it once
+it sees the pod. When spares run low a background commit tops them up; spares nobody takes are given back
+as soon as demand stops (``SPARE_IDLE_SECONDS``), and never used once older than
+``SPARE_MAX_AGE_SECONDS``, well inside the 30 s after which the reconciler expires an entry. A subset
+never goes over its max: every spare was reserved through the same compare-and-swap. Where another webhook
+process holds spares too, none are reserved in a subset's last ``SPARE_CEILING`` slots, so that the other
+process's pods do not find those taken by spares and go to a later subset.
 """
 
 from __future__ import annotations
@@ -86,8 +89,6 @@ class _Group:
     busy: bool = False
     spares: list[_Spare] = field(default_factory=list)
     """Written spares nobody took yet, oldest first."""
-    taken: list[tuple[_Spare, str]] = field(default_factory=list)
-    """Spares given to pods (by ledger key) whose rename is not written yet."""
     releasing: list[_Spare] = field(default_factory=list)
     """Spares being given back: no longer handed out, whether or not the write lands."""
     demand: int = 0
@@ -104,8 +105,6 @@ class CommitStats:
     conflicts: int
     wrote: bool
     write_seconds: float = 0.0
-    renamed: int = 0
-    """Pods admitted into spares whose own entries this write recorded."""
     """Time spent in status writes (the successful one and every conflicting one): what admissions wait on."""
 
 
@@ -165,29 +164,38 @@ class Ledger:
     def _take_spare(self, ws: WorkloadSpread, group: _Group, pod: Mapping[str, Any]) -> spread.Admission | None:
         """Admit the pod into one of this process's spares if the algorithm would choose that subset anyway;
         None sends it through a commit (and counts it as demand for the next spares)."""
+        info = spread.matched(pod)
+        if info is not None and info.workload_spread == ws.name and info.uid.startswith(spread.SPARE_PREFIX):
+            # Called again for a pod we admitted (reinvocation): it keeps the slot it has.
+            return spread.Admission(ws.subset(info.subset), False, reason="the pod already holds a spare")
         newest = self._newest(ws)
-        version, name = spread.pod_version(pod), spread.pod_name(pod)
-        now = time.monotonic()
         with group.lock:
             group.demand += 1
-            group.last_demand = now
+            group.last_demand = time.monotonic()
             group.like = {"metadata": {"labels": dict((pod.get("metadata") or {}).get("labels") or {})}}
-            if name:
-                for spare, key in group.taken:
-                    if key == name:  # the same pod again (reinvocation): the slot it already has
-                        return spread.Admission(newest.subset(spare.subset), False, reason="already admitted")
-            held: dict[str, list[str]] = {}
-            for spare in group.spares:
-                if spare.version == version and now - spare.made < SPARE_MAX_AGE_SECONDS:
-                    held.setdefault(spare.subset, []).append(spare.key)
-            chosen = spread.spare_subset(newest, newest.status, version, held)
-            if chosen is None:
-                return None
-            spare = next(s for s in group.spares if s.key == held[chosen][0])
-            group.spares.remove(spare)
-            key = name or self._new_uid()
-            group.taken.append((spare, key))
-        return spread.Admission(newest.subset(chosen), True, generated_uid="" if name else key)
+            admission = self._claim_locked(group, newest, newest.status, pod)
+            low = len(group.spares) < group.demand
+        if admission is not None and low:  # refill before the last ones go, so the next pods need not wait
+            self._kick(ws, group)
+        return admission
+
+    @staticmethod
+    def _claim_locked(group: _Group, ws: WorkloadSpread, status: spread.WorkloadSpreadStatus,
+                      pod: Mapping[str, Any]) -> spread.Admission | None:
+        """One of the group's spares for the pod, where the algorithm would choose its subset on ``status``;
+        called with the group's lock held."""
+        version = spread.pod_version(pod)
+        now = time.monotonic()
+        held: dict[str, list[str]] = {}
+        for spare in group.spares:
+            if spare.version == version and now - spare.made < SPARE_MAX_AGE_SECONDS:
+                held.setdefault(spare.subset, []).append(spare.key)
+        chosen = spread.spare_subset(ws, status, version, held)
+        if chosen is None:
+            return None
+        spare = next(s for s in group.spares if s.key == held[chosen][0])
+        group.spares.remove(spare)
+        return spread.Admission(ws.subset(chosen), False, generated_uid=spare.key)
 
     def _kick(self, ws: WorkloadSpread, group: _Group) -> None:
         """Have the spares' bookkeeping written soon: by the leader in flight when it is done, or else by a
@@ -205,12 +213,11 @@ class Ledger:
         self._kick(ws, group)
 
     def _spare_work(self, group: _Group, current: WorkloadSpread, status: spread.WorkloadSpreadStatus,
-                    now: dt.datetime) -> tuple[list[tuple[_Spare, str]], list[_Spare], list[_Spare]]:
-        """Apply to ``status`` the renames of taken spares, the release of spares too old or not needed, and
-        the new spares that demand calls for: (renamed, released, reserved)."""
+                    now: dt.datetime) -> tuple[list[_Spare], list[_Spare]]:
+        """Apply to ``status`` the release of spares too old or not needed, and the new spares that demand
+        calls for: (released, reserved)."""
         clock = time.monotonic()
         with group.lock:
-            taken = list(group.taken)
             idle = clock - group.last_demand >= SPARE_IDLE_SECONDS
             retiring = [s for s in group.spares if idle or clock - s.made >= SPARE_MAX_AGE_SECONDS / 2]
             group.spares = [s for s in group.spares if s not in retiring]
@@ -218,8 +225,6 @@ class Ledger:
             released = list(group.releasing)
             wanted = 0 if idle else min(SPARE_CEILING, 2 * group.demand) - len(group.spares)
             like = group.like
-        for spare, key in taken:
-            spread.rename_spare(status, spare.version, spare.subset, spare.key, key, now=now)
         for spare in released:
             spread.release_spare(status, spare.version, spare.subset, spare.key)
         reserved: list[_Spare] = []
@@ -234,12 +239,11 @@ class Ledger:
                 if subset is None:
                     break
                 reserved.append(_Spare(key, version, subset, clock))
-        return taken, released, reserved
+        return released, reserved
 
-    def _spares_written(self, ws: WorkloadSpread, group: _Group, taken: list[tuple[_Spare, str]],
-                        released: list[_Spare], reserved: list[_Spare], demand: int) -> None:
+    def _spares_written(self, ws: WorkloadSpread, group: _Group, released: list[_Spare], reserved: list[_Spare],
+                        demand: int) -> None:
         with group.lock:
-            group.taken = [t for t in group.taken if t not in taken]
             group.releasing = [s for s in group.releasing if s not in released]
             group.spares += reserved
             group.demand = max(0, group.demand - demand)
@@ -309,12 +313,12 @@ class Ledger:
                     group.queue[0].done.set()
                 else:
                     group.busy = False
-                    maintain = bool(group.taken or group.releasing)
+                    maintain = bool(group.releasing)
             if maintain and failed:  # the API server is refusing: try again in a second, not in a loop
                 timer = threading.Timer(1.0, self._kick, (ws, group))
                 timer.daemon = True
                 timer.start()
-            elif maintain:  # spares were taken during this write: record them next, in background
+            elif maintain:  # a release is still owed: write it next, in background
                 self._kick(ws, group)
 
     def _commit(self, ws: WorkloadSpread, group: _Group, batch: list[_Request], deadline: float) -> None:
@@ -333,18 +337,23 @@ class Ledger:
                 if request.deleting:
                     request.released = spread.release(current, status, request.pod, now=now)
                     changed |= request.released.changed
-                else:
-                    request.admission = spread.admit(current, status, request.pod,
-                                                     workload_replicas=request.workload_replicas, now=now,
-                                                     new_uid=self._new_uid)
+                elif request.admission is None or not request.admission.generated_uid.startswith(spread.SPARE_PREFIX):
+                    # A spare of ours before a slot of the status: queued behind a write that reserved the
+                    # subset's last slots as spares, the pod would otherwise find it full.
+                    claimed = None
+                    if self._spares:
+                        with group.lock:
+                            claimed = self._claim_locked(group, current, status, request.pod)
+                    request.admission = claimed or spread.admit(
+                        current, status, request.pod, workload_replicas=request.workload_replicas, now=now,
+                        new_uid=self._new_uid)
                     changed |= request.admission.changed
             # After the batch: the pods waiting now come before spares for pods that may come.
-            taken, released, reserved = self._spare_work(group, current, status, now) if self._spares else \
-                ([], [], [])
-            changed |= bool(taken or released or reserved)
+            released, reserved = self._spare_work(group, current, status, now) if self._spares else ([], [])
+            changed |= bool(released or reserved)
             if not changed:
                 if self._spares:
-                    self._spares_written(ws, group, [], [], [], demand)
+                    self._spares_written(ws, group, [], [], demand)
                 self._on_commit(CommitStats(len(batch), conflicts, False, writing))
                 return
             started = time.monotonic()
@@ -370,8 +379,8 @@ class Ledger:
             writing += time.monotonic() - started
             self._remember(written)
             if self._spares:
-                self._spares_written(ws, group, taken, released, reserved, demand)
-            self._on_commit(CommitStats(len(batch), conflicts, True, writing, len(taken)))
+                self._spares_written(ws, group, released, reserved, demand)
+            self._on_commit(CommitStats(len(batch), conflicts, True, writing))
             return
 
     def _newest(self, ws: WorkloadSpread) -> WorkloadSpread:
@@ -398,7 +407,7 @@ class Ledger:
     def _drop_spares(group: _Group) -> None:
         """The WorkloadSpread is gone, and its spares with it."""
         with group.lock:
-            group.spares, group.taken, group.releasing = [], [], []
+            group.spares, group.releasing = [], []
 
 
 def _version(resource_version: str) -> int:

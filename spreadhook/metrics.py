@@ -30,8 +30,7 @@ class Metrics:
                                  "from the body read to the response", ["endpoint", "operation"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch = Histogram("spreadhook_ledger_commit_batch_size", "Admissions committed by one ledger status "
-                               "write (group commit; pods admitted into spare slots count in the write that "
-                               "records them)", buckets=BATCH_BUCKETS, registry=self.registry)
+                               "write (group commit)", buckets=BATCH_BUCKETS, registry=self.registry)
         self.writes = Counter("spreadhook_ledger_status_writes", "WorkloadSpread status writes by the ledger",
                               registry=self.registry)
         self.write_time = Histogram("spreadhook_ledger_write_duration_seconds", "Time one group commit spent "
@@ -50,7 +49,7 @@ class Metrics:
         self.latency.labels(endpoint, operation).observe(seconds)
 
     def ledger_commit(self, stats: CommitStats) -> None:
-        self.batch.observe(stats.batch_size + stats.renamed)
+        self.batch.observe(stats.batch_size)
         if stats.wrote:
             self.writes.inc()
             self.write_time.observe(stats.write_seconds)

@@ -288,10 +288,11 @@ def release(
 #
 # A webhook process under a burst reserves a few slots more than its queued pods need, in the same CAS
 # status write, as ``creatingPods`` entries under keys of its own. The next pods are admitted into those
-# slots at once, and a later write renames each taken spare to its pod. A spare is a slot like any
-# other for every reader of the status (the reconciler keeps and expires it as an ordinary entry), so a
-# subset can never be over its max; what a spare costs is that, while held, another process sees the slot
-# as taken. The holder gives back spares nobody asked for within a moment.
+# slots at once, each carrying its spare's key as the uid of its matched annotation (``ledger_key``), so
+# the entry is the pod's from then on, as for a pod created with ``generateName``. A spare is a slot like
+# any other for every reader of the status (the reconciler keeps and expires it as an ordinary entry), so
+# a subset can never be over its max; what a spare costs is that, while held, another process sees the
+# slot as taken. The holder gives back spares nobody asked for within a moment.
 
 SPARE_PREFIX = "spreadhook.io.spare."
 
@@ -349,19 +350,6 @@ def spare_subset(
         if entry.missing_replicas != 0:
             return None
     return None
-
-
-def rename_spare(
-    status: WorkloadSpreadStatus, version: str, subset: str, spare: str, pod_key: str, *, now: dt.datetime
-) -> None:
-    """Give the pod that took ``spare`` its own ``creatingPods`` entry in place of the spare's. Should the
-    spare be gone (expired under a webhook that could not write for 30 s), the pod takes a slot anew."""
-    entry = _entry(status, version, subset)
-    if entry is None:
-        return
-    if entry.creating_pods.pop(spare, None) is None and entry.missing_replicas > 0:
-        entry.missing_replicas -= 1
-    entry.creating_pods[pod_key] = format_time(now)
 
 
 def release_spare(status: WorkloadSpreadStatus, version: str, subset: str, spare: str) -> None:
@@ -478,7 +466,7 @@ def rebase(
     reconciler for as long as the burst lasts), the entries that appeared since ``base`` are replayed onto
     the plan as the reconciler would have counted them: a new ``creatingPods`` entry takes a slot unless
     its pod was already among the counted pods; a new ``deletingPods`` entry gives one back if its pod is
-    still active; a spare the webhook renamed or gave back since is dropped, with its slot. Apart from its
+    still active; a spare the webhook gave back since is dropped, with its slot. Apart from giving back
     spares, the webhook only ever adds entries, so nothing else can have changed.
     """
     counted = {ledger_key(p) for p in pods} | {pod_name(p) for p in pods}
@@ -505,7 +493,7 @@ def rebase(
                 if into.missing_replicas > 0:
                     into.missing_replicas -= 1
             for key in [k for k in into.creating_pods if k.startswith(SPARE_PREFIX)]:
-                if key in old.creating_pods and key not in entry.creating_pods:  # renamed or given back since
+                if key in old.creating_pods and key not in entry.creating_pods:  # given back since
                     del into.creating_pods[key]
                     if limit is not None and into.missing_replicas < limit:
                         into.missing_replicas += 1
