@@ -227,8 +227,7 @@ def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 WEBHOOK_PREFIXES = ("spreadhook_admission_duration_seconds", "spreadhook_admissions_total",
                     "spreadhook_ledger_status_writes_total", "spreadhook_ledger_conflicts_total",
-                    "spreadhook_ledger_commit_batch_size", "spreadhook_ledger_write_duration_seconds",
-                    "spreadhook_ledger_spare_admissions_total")
+                    "spreadhook_ledger_commit_batch_size", "spreadhook_ledger_write_duration_seconds")
 APISERVER_PREFIXES = ("apiserver_admission_webhook_admission_duration_seconds", "apiserver_request_total",
                       "apiserver_crd_conversion_webhook_duration_seconds")
 
@@ -267,7 +266,6 @@ class Run:
     errors_without: int = 0
     first_error: str = ""
     admitted: int = 0
-    from_spares: int = 0
     ledger_writes: int = 0
     status_puts: int = 0
     conflicts: int = 0
@@ -407,7 +405,6 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.admitted = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
                              outcome="mutated"))
     run.ledger_writes = int(total(hook, "spreadhook_ledger_status_writes_total"))
-    run.from_spares = int(total(hook, "spreadhook_ledger_spare_admissions_total"))
     run.conflicts = int(total(hook, "spreadhook_ledger_conflicts_total"))
     batches = total(hook, "spreadhook_ledger_commit_batch_size_count")
     run.mean_batch = total(hook, "spreadhook_ledger_commit_batch_size_sum") / batches if batches else 0.0
@@ -580,7 +577,6 @@ def table(runs: list[Run]) -> str:
         ("client create p99 ms without", [_fmt(r.client_p99_ms_without) for r in runs], ""),
         ("create errors with/without", [f"{r.errors_with}/{r.errors_without}" for r in runs], ""),
         ("pods admitted into a subset", [f"{r.admitted}" for r in runs], ""),
-        ("admitted into spare slots", [f"{r.from_spares}" for r in runs], "no write waited for"),
         ("ledger status writes", [f"{r.ledger_writes}" for r in runs], ""),
         ("ledger writes per admitted pod", [_fmt(r.status_writes_per_pod, 4) for r in runs], "< 0.2"),
         ("mean group-commit batch", [_fmt(r.mean_batch) for r in runs], ""),

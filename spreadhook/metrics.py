@@ -36,8 +36,6 @@ class Metrics:
         self.write_time = Histogram("spreadhook_ledger_write_duration_seconds", "Time one group commit spent "
                                     "in status writes, conflicting attempts included", buckets=LATENCY_BUCKETS,
                                     registry=self.registry)
-        self.spare_admissions = Counter("spreadhook_ledger_spare_admissions", "Pods admitted into a slot reserved "
-                                        "ahead (no status write waited for)", registry=self.registry)
         self.conflicts = Counter("spreadhook_ledger_conflicts", "409 Conflicts met by ledger status writes",
                                  registry=self.registry)
         self.cert_expiry = Gauge("spreadhook_serving_certificate_expiry_timestamp_seconds", "When the serving "

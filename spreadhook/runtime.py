@@ -64,8 +64,7 @@ def build_store(options: ServeOptions) -> Store:
 
 
 def build_webhook(store: Store, metrics: Metrics) -> admission.Webhook:
-    ledger = Ledger(store, clock=utcnow, on_commit=metrics.ledger_commit, spares=True,
-                    on_spare_taken=metrics.spare_admissions.inc)
+    ledger = Ledger(store, clock=utcnow, on_commit=metrics.ledger_commit)
     return admission.Webhook(store, ledger, custom_workloads=custom_workloads(), clock=utcnow)
 
 

@@ -284,86 +284,6 @@ def release(
 
 
 # --------------------------------------------------------------------------------------------------
-# Spare slots: reserved ahead of the pods that will take them, so an admission need not wait for a write.
-#
-# A webhook process under a burst reserves a few slots more than its queued pods need, in the same CAS
-# status write, as ``creatingPods`` entries under keys of its own. The next pods are admitted into those
-# slots at once, each carrying its spare's key as the uid of its matched annotation (``ledger_key``), so
-# the entry is the pod's from then on, as for a pod created with ``generateName``. A spare is a slot like
-# any other for every reader of the status (the reconciler keeps and expires it as an ordinary entry), so
-# a subset can never be over its max; what a spare costs is that, while held, another process sees the
-# slot as taken. The holder gives back spares nobody asked for within a moment.
-
-SPARE_PREFIX = "spreadhook.io.spare."
-
-
-def supports_spares(ws: WorkloadSpread) -> bool:
-    """Only fixed limits: a percentage limit moves with the workload's replica count, and a spare reserved
-    against the old count could outlive it."""
-    return needs_ledger(ws) and not needs_workload_replicas(ws) and bool(ws.subsets)
-
-
-def reserve_spare(
-    ws: WorkloadSpread, status: WorkloadSpreadStatus, like: Mapping[str, Any], key: str, *, now: dt.datetime,
-    keep_free: int = 0,
-) -> str | None:
-    """Reserve one slot for a future pod of the same version as ``like``, in the subset that pod would get;
-    its subset's name, or None when that subset needs no slot (unlimited), none has room, or the reservation
-    would leave that subset fewer than ``keep_free`` slots for others."""
-    labels = (like.get("metadata") or {}).get("labels") or {}
-    probe = {"metadata": {"name": key, "labels": labels}}
-    admission = admit(ws, status, probe, workload_replicas=0, now=now, new_uid=lambda: key)
-    if admission.subset is None or not admission.changed:
-        return None
-    entry = _entry(status, pod_version(probe), admission.subset.name)
-    if entry is not None and entry.missing_replicas < keep_free:
-        release_spare(status, pod_version(probe), admission.subset.name, key)
-        return None
-    return admission.subset.name
-
-
-def foreign_spares(status: WorkloadSpreadStatus, own_prefix: str) -> bool:
-    """Whether another webhook process holds spares here: it competes for the same slots."""
-    return any(key.startswith(SPARE_PREFIX) and not key.startswith(own_prefix)
-               for entries in status.versioned_subset_statuses.values() for entry in entries
-               for key in entry.creating_pods)
-
-
-def spare_subset(
-    ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, held: Mapping[str, Sequence[str]]
-) -> str | None:
-    """The subset a pod of ``version`` may take one of the ``held`` spares in (by subset name): only the
-    subset the admission algorithm would choose anyway, the first schedulable one with room, counting the
-    spares as that room. None sends the pod through the ledger (an earlier subset has room of its own)."""
-    statuses = status.versioned_subset_statuses.get(version)
-    if not statuses:
-        return None
-    by_name = {s.name: s for s in statuses}
-    for subset in ws.subsets:
-        entry = by_name.get(subset.name)
-        if entry is None:
-            return None
-        if entry.is_unschedulable():
-            continue
-        if held.get(subset.name):
-            return subset.name
-        if entry.missing_replicas != 0:
-            return None
-    return None
-
-
-def release_spare(status: WorkloadSpreadStatus, version: str, subset: str, spare: str) -> None:
-    """Give back a spare nobody took."""
-    entry = _entry(status, version, subset)
-    if entry is not None and entry.creating_pods.pop(spare, None) is not None and entry.missing_replicas != -1:
-        entry.missing_replicas += 1
-
-
-def _entry(status: WorkloadSpreadStatus, version: str, subset: str) -> SubsetStatus | None:
-    return next((s for s in status.versioned_subset_statuses.get(version, ()) if s.name == subset), None)
-
-
-# --------------------------------------------------------------------------------------------------
 # Reconciler side: recompute everything from the pods that exist (upstream 3.3-3.7).
 
 
@@ -466,8 +386,7 @@ def rebase(
     reconciler for as long as the burst lasts), the entries that appeared since ``base`` are replayed onto
     the plan as the reconciler would have counted them: a new ``creatingPods`` entry takes a slot unless
     its pod was already among the counted pods; a new ``deletingPods`` entry gives one back if its pod is
-    still active; a spare the webhook gave back since is dropped, with its slot. Apart from giving back
-    spares, the webhook only ever adds entries, so nothing else can have changed.
+    still active. The webhook only ever adds entries, so nothing else can have changed.
     """
     counted = {ledger_key(p) for p in pods} | {pod_name(p) for p in pods}
     active = {pod_name(p) for p in pods if is_active(p)}
@@ -492,11 +411,6 @@ def rebase(
                 into.creating_pods[key] = stamp
                 if into.missing_replicas > 0:
                     into.missing_replicas -= 1
-            for key in [k for k in into.creating_pods if k.startswith(SPARE_PREFIX)]:
-                if key in old.creating_pods and key not in entry.creating_pods:  # given back since
-                    del into.creating_pods[key]
-                    if limit is not None and into.missing_replicas < limit:
-                        into.missing_replicas += 1
             for key, stamp in entry.deleting_pods.items():
                 if key in old.deleting_pods or key not in active or key in into.deleting_pods:
                     continue

@@ -403,37 +403,3 @@ def test_webhook_leaves_deletion_cost_to_the_reconciler_where_it_is_not_the_subs
     for kind in ("StatefulSet", "Job"):
         w = ws(BANDWIDTH, kind=kind)
         assert spread.admission_deletion_cost(w, w.subsets[0]) is None
-
-
-def test_rebase_drops_a_spare_the_webhook_gave_back_meanwhile() -> None:
-    spare = spread.SPARE_PREFIX + "x.0"
-    base = ws(BANDWIDTH, status={"versionedSubsetStatuses": {model.VERSION_IGNORED: [
-        {"name": "a", "replicas": 0, "missingReplicas": 1, "creatingPods": {spare: recent(1)}},
-        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
-    planned = reconcile(base, []).status
-    newest = base.status.clone()
-    spread.release_spare(newest, model.VERSION_IGNORED, "a", spare)
-    result = spread.rebase(base, planned, base.status, newest, [], 10)
-    rebased = result.versioned_subset_statuses[model.VERSION_IGNORED][0]
-    assert rebased.creating_pods == {} and rebased.missing_replicas == 2
-
-
-def test_a_pod_holding_a_spare_is_counted_once_by_the_reconciler() -> None:
-    spare = spread.SPARE_PREFIX + "x.0"
-    w = ws(BANDWIDTH, status={"versionedSubsetStatuses": {model.VERSION_IGNORED: [
-        {"name": "a", "replicas": 0, "missingReplicas": 1, "creatingPods": {spare: recent(1), "other": recent(1)}},
-        {"name": "b", "replicas": 0, "missingReplicas": 1}, {"name": "c", "replicas": 0, "missingReplicas": -1}]}})
-    holder = pod("p-1", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a", spare).to_annotation()})
-    entry = reconcile(w, [holder]).status.versioned_subset_statuses[model.VERSION_IGNORED][0]
-    assert entry.creating_pods == {"other": recent(1)} and entry.replicas == 1 and entry.missing_replicas == 0
-
-
-def test_no_spare_is_reserved_into_the_last_slots_a_competing_process_may_need() -> None:
-    w = ws(BANDWIDTH)
-    status = w.status.clone()
-    assert spread.reserve_spare(w, status, pod("like"), spread.SPARE_PREFIX + "me.0", now=T0, keep_free=2) is None
-    entry = status.versioned_subset_statuses[model.VERSION_IGNORED][0]
-    assert entry.creating_pods == {} and entry.missing_replicas == 2
-    assert spread.reserve_spare(w, status, pod("like"), spread.SPARE_PREFIX + "me.1", now=T0) == "a"
-    assert not spread.foreign_spares(status, spread.SPARE_PREFIX + "me.")
-    assert spread.foreign_spares(status, spread.SPARE_PREFIX + "other.")
