@@ -80,11 +80,11 @@ def test_two_webhook_processes_admitting_one_burst_never_exceed_any_max(
     kube.apply(_cloneset_and_spread("burst", [_subset("ecs-a", "ecs", 150), _subset("ecs-b", "ecs", 150),
                                               _subset("overflow", "serverless", None)]))
     controller = CloneSetController(kube, "burst")
-    controller.scale_out(1000)
+    controller.scale_out(3000)  # the burst size: two processes meeting at every subset boundary
     proxy = two_replicas_behind_a_proxy
     assert all(proxy.connections[port] > 0 for port in proxy.backends), proxy.connections
     counts = kube.subset_counts("app=burst")
-    assert counts == {"ecs-a": 150, "ecs-b": 150, "overflow": 700}, counts
+    assert counts == {"ecs-a": 150, "ecs-b": 150, "overflow": 2700}, counts
     for subset, limit in limits.items():
         labelled = len(kube.active_pods(f"app=burst,subset={subset}"))
         assert labelled == limit, f"{subset}: {labelled} pods carry its patch, max is {limit}"
