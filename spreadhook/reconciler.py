@@ -98,16 +98,23 @@ class Reconciler:
         The status write meets the webhook's ledger writes: on a 409 the planned status is rebased onto the
         newest ledger (``spread.rebase``) instead of re-counting every pod, so a long burst cannot starve
         the reconciler. A changed spec (generation) means a full re-plan.
+
+        Adoptions take slots, so the status that counts them is written first, with the precondition of the
+        very read they were planned on (``_write_adopting``), and the pods are patched only once it landed.
+        Deletion costs come after the status, because they do not change what it says, and a status write
+        held back behind hundreds of pod PATCHes is a ledger whose ``creatingPods`` keeps growing.
         """
         ws = self._store.fresh_workload_spread(namespace, name)
         if ws is None:
             return None
         pods = self.governed_pods(ws)
         plan = self.plan(ws, pods, workload_replicas=workload_replicas)
-        for adoption in plan.adoptions:
-            self._patch_pod(ws, adoption.pod, adoption.patch)
         written = False
-        if plan.status != ws.status:
+        if plan.adoptions:
+            ws, pods, plan, written = self._write_adopting(ws, pods, plan, workload_replicas)
+            for adoption in plan.adoptions:
+                self._patch_pod(ws, adoption.pod, adoption.patch)
+        if not written and plan.status != ws.status:
             written = self._write_status(ws, plan, pods, workload_replicas)
         for pod, cost in plan.deletion_costs.items():
             self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
@@ -134,6 +141,31 @@ class Reconciler:
                 status = spread.rebase(ws, plan.status, ws.status, fresh.status, pods, replicas)
                 time.sleep(min(0.05, 0.002 * 2**attempt))
         raise StoreError(f"WorkloadSpread {ws.key}: status kept conflicting")
+
+    def _write_adopting(
+        self, ws: WorkloadSpread, pods: list[Obj], plan: spread.ReconcilePlan, workload_replicas: int | None
+    ) -> tuple[WorkloadSpread, list[Obj], spread.ReconcilePlan, bool]:
+        """Write a status that adopts pods into subsets through compare-and-swap on the read it was planned
+        from: a webhook reservation made since then changes the resourceVersion, and the plan is made again
+        from scratch rather than rebased, since a rebase could only add that reservation on top of slots the
+        adoption already took (this is how pods adopted after a webhook outage overfilled a subset while the
+        restarted webhook refilled it). Returns what was finally planned and whether its status was written;
+        a new plan without adoptions goes the ordinary way."""
+        for attempt in range(MAX_STATUS_ATTEMPTS):
+            try:
+                self._store.write_status(ws, plan.status)
+                return ws, pods, plan, True
+            except Conflict:
+                fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
+                if fresh is None:
+                    raise NotFound(f"WorkloadSpread {ws.key} was deleted while it was reconciled") from None
+                ws = fresh
+                pods = self.governed_pods(ws)
+                plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+                if not plan.adoptions:
+                    return ws, pods, plan, False
+                time.sleep(min(0.05, 0.002 * 2**attempt))
+        raise StoreError(f"WorkloadSpread {ws.key}: the status adopting pods kept conflicting")
 
     def _replicas(self, ws: WorkloadSpread) -> int:
         ref = ws.target_ref

@@ -153,6 +153,8 @@ def create_app(
 
 
 CONVERSION_THREADS = 8
+CONVERSION_GRACE_SECONDS = 2
+"""A conversion takes milliseconds; on shutdown the listener must not outlive the webhook by gunicorn's 20 s."""
 
 
 def create_conversion_app() -> Flask:
@@ -186,7 +188,8 @@ def serve_conversion(host: str, port: int, cert_dir: str) -> None:
     admissions and made every ledger write several times slower. gunicorn rather than werkzeug's server:
     werkzeug closed the connection after every answer and took ~20 ms per conversion where gunicorn takes
     ~4 ms, and two conversions sit inside every ledger write."""
-    options = ServeOptions(cert_dir=cert_dir, host=host, port=port, threads=CONVERSION_THREADS)
+    options = ServeOptions(cert_dir=cert_dir, host=host, port=port, threads=CONVERSION_THREADS,
+                           graceful_timeout=CONVERSION_GRACE_SECONDS)
     log.info("conversion webhook listening on %s:%s", host, port)
     SpreadhookServer(options, lambda _options, _tls: create_conversion_app()).run()
 
