@@ -249,7 +249,7 @@ class ReloadingTLS:
         self._stamp: tuple[float, float] | None = None
         self._checked = 0.0
         self.context = self._new_context()
-        self._latest = self.context
+        """The context with the newest pair; replaced, never changed, when the pair is reloaded."""
         self.refresh(force=True)
 
     @staticmethod
@@ -271,13 +271,11 @@ class ReloadingTLS:
                 stamp = self._mtimes()
                 if stamp == self._stamp:
                     return
-                # A fresh context for ``get`` (gunicorn asks per connection): loading into a context that is
-                # serving leaves it, for a moment, with the new certificate and the old key, and a handshake
-                # in that moment fails. Listeners bound to ``context`` (werkzeug) are reloaded in place.
+                # A fresh context, not a reload into the one serving: that one would hold, for a moment, the
+                # new certificate with the old key, and a handshake in that moment fails.
                 fresh = self._new_context()
                 fresh.load_cert_chain(self._cert, self._key)
-                self.context.load_cert_chain(self._cert, self._key)
-                self._latest = fresh
+                self.context = fresh
             except (OSError, ssl.SSLError) as exc:
                 if force:
                     raise
@@ -295,7 +293,7 @@ class ReloadingTLS:
 
     def get(self) -> ssl.SSLContext:
         self.refresh()
-        return self._latest
+        return self.context
 
 
 # -- gunicorn ----------------------------------------------------------------------------------------------
