@@ -351,6 +351,7 @@ def reconcile(
         for version, groups in grouped.items():
             reverse = latest_version is not None and version != latest_version
             _deletion_costs(ws, groups, workload_replicas, reverse, plan)
+        plan.adoptions = [_with_deletion_cost(adoption, plan.deletion_costs) for adoption in plan.adoptions]
 
     everything: dict[str, list[Mapping[str, Any]]] = {}
     for groups in grouped.values():
@@ -492,6 +493,17 @@ def _adoption_patch(ws: WorkloadSpread, subset: Subset, copy_metadata: bool) -> 
         if isinstance(patch_metadata.get("annotations"), Mapping):
             annotations.update({k: v for k, v in patch_metadata["annotations"].items() if k != MATCHED_ANNOTATION})
     return {"metadata": metadata}
+
+
+def _with_deletion_cost(adoption: Adoption, deletion_costs: dict[str, str]) -> Adoption:
+    """The adoption patch also carrying the pod's new deletion cost, taken out of ``deletion_costs``: one
+    PATCH per adopted pod instead of two, and no moment when a pod is in its subset but priced as if not."""
+    cost = deletion_costs.pop(adoption.pod, None)
+    if cost is None:
+        return adoption
+    metadata = dict(adoption.patch["metadata"])
+    metadata["annotations"] = {**metadata["annotations"], DELETION_COST_ANNOTATION: cost}
+    return Adoption(adoption.pod, adoption.subset, {**adoption.patch, "metadata": metadata})
 
 
 def _adopt(

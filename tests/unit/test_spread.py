@@ -264,9 +264,21 @@ def test_adoption_scores_node_match_then_patch_then_quota() -> None:
     plan = reconcile(w, pods, nodes=nodes)
     assert [(a.pod, a.subset) for a in plan.adoptions] == [("on-idc", "idc"), ("on-cloud", "cloud")]
     assert plan.adoptions[1].patch == {"metadata": {
-        "annotations": {spread.MATCHED_ANNOTATION: '{"name":"ws","subset":"cloud"}'},
+        "annotations": {spread.MATCHED_ANNOTATION: '{"name":"ws","subset":"cloud"}',
+                        spread.DELETION_COST_ANNOTATION: "200"},
         "labels": {"sidecar": "true"}}}
     assert [s.replicas for s in plan.status.subset_statuses] == [1, 1, 0]
+
+
+def test_an_adopted_pod_gets_its_deletion_cost_in_the_adoption_patch_not_in_a_second_one() -> None:
+    w = ws([{"name": "idc", "requiredNodeSelector": {"matchExpressions": [
+        {"key": "pool", "operator": "In", "values": ["idc"]}]}}, {"name": "any"}])
+    nodes = {"n-idc": node("n-idc", {"pool": "idc"}), "n-other": node("n-other", {"pool": "other"})}
+    plan = reconcile(w, [pod("on-idc", node="n-idc"), pod("elsewhere", node="n-other"), in_subset("old", "any")],
+                     nodes=nodes)
+    costs = {a.pod: a.patch["metadata"]["annotations"][spread.DELETION_COST_ANNOTATION] for a in plan.adoptions}
+    assert costs == {"on-idc": "200", "elsewhere": "100"}
+    assert plan.deletion_costs == {"old": "100"}
 
 
 def test_adoption_requires_the_node_taints_to_be_tolerated() -> None:
