@@ -158,8 +158,19 @@ def namespace(request: pytest.FixtureRequest, controlplane: ControlPlane, k8s_cl
     core.create_namespace(body)  # type: ignore[arg-type]  # the client accepts plain dicts
     controlplane.wait_for_service_account(name)
     yield name
+    force_delete_pods(k8s_client, name)
     with contextlib.suppress(Exception):
         core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)
+
+
+def force_delete_pods(api: ApiClient, namespace: str) -> None:
+    """Delete every pod of NAMESPACE at once (grace 0). Deleting the namespace alone leaves its pods to a
+    graceful deletion that outlives the test, and the next test finds them on the nodes it needs."""
+    from kubernetes import client
+
+    with contextlib.suppress(Exception):
+        client.CoreV1Api(api).delete_collection_namespaced_pod(namespace, grace_period_seconds=0,
+                                                               _request_timeout=120)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -167,4 +178,4 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "controlplane: needs the real control plane (scripts/controlplane)")
 
 
-__all__: list[str] = ["controlplane", "in_ci", "k8s_client", "namespace"]
+__all__: list[str] = ["controlplane", "force_delete_pods", "in_ci", "k8s_client", "namespace"]

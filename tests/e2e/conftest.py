@@ -195,19 +195,6 @@ def spreadhook(controlplane: ControlPlane, tmp_path: Path) -> Iterator[Spreadhoo
         sh.stop()
 
 
-def force_delete_pods(api: client.ApiClient, namespace: str) -> None:
-    """The namespace fixture deletes in the background; pods go first and at once so the next test does not
-    share the control plane with their graceful deletion."""
-    with contextlib.suppress(Exception):
-        client.CoreV1Api(api).delete_collection_namespaced_pod(namespace, grace_period_seconds=0,
-                                                               _request_timeout=120)
-
-
-@pytest.fixture
-def scenario_namespace(namespace: str, k8s_client: client.ApiClient) -> Iterator[str]:
-    """The test's namespace, emptied of pods right after the test."""
-    yield namespace
-    force_delete_pods(k8s_client, namespace)
 
 
 def restart_apiserver(cp: ControlPlane, down_seconds: float = 2.0) -> float:
@@ -244,4 +231,4 @@ def restart_apiserver(cp: ControlPlane, down_seconds: float = 2.0) -> float:
     raise AssertionError(f"kube-apiserver kept exiting after its restart:\n{tail}")
 
 
-__all__ = ["Spreadhook", "force_delete_pods", "install", "processes_mentioning", "restart_apiserver"]
+__all__ = ["Spreadhook", "install", "processes_mentioning", "restart_apiserver"]

@@ -34,8 +34,9 @@ from kubernetes import client
 from harness import controlplane as cpmod
 from harness.bandwidth import apply_scenario
 from harness.controlplane import ControlPlane
+from harness.pytest_plugin import force_delete_pods
 from spreadhook import certs
-from tests.e2e.conftest import Spreadhook, SpreadhookFactory, force_delete_pods, install, restart_apiserver
+from tests.e2e.conftest import Spreadhook, SpreadhookFactory, install, restart_apiserver
 from tests.e2e.scenario import Burst, assert_spread_holds
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900)]
@@ -47,13 +48,13 @@ CLIENTS = 32
 
 
 def test_sigkilling_one_of_two_webhook_replicas_every_few_hundred_admissions_never_overfills_a_subset(
-    controlplane: ControlPlane, k8s_client: client.ApiClient, scenario_namespace: str,
+    controlplane: ControlPlane, k8s_client: client.ApiClient, namespace: str,
     spreadhook: SpreadhookFactory,
 ) -> None:
     sh = spreadhook(replicas=2, proxy=True)
-    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=1000)
-    sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
-    burst = Burst(k8s_client, scenario_namespace, cloneset, 1000, CLIENTS).start()
+    cloneset = apply_scenario(controlplane, namespace, replicas=1000)
+    sh.wait_mutating(k8s_client, namespace, cloneset)
+    burst = Burst(k8s_client, namespace, cloneset, 1000, CLIENTS).start()
     kills = 0
     for mark in (200, 400, 600, 800):
         burst.wait_for(mark)
@@ -70,7 +71,7 @@ def test_sigkilling_one_of_two_webhook_replicas_every_few_hundred_admissions_nev
     assert kills == 4
     assert burst.failures == [], burst.failures[:5]  # failurePolicy Ignore: a cut connection admits unspread
     assert burst.created == 1000
-    counts = assert_spread_holds(k8s_client, scenario_namespace, burst.created)
+    counts = assert_spread_holds(k8s_client, namespace, burst.created)
     print(f"pods per subset after 4 SIGKILLs: {counts}")
     sh.assert_clean_shutdown()
 
@@ -79,14 +80,14 @@ def test_sigkilling_one_of_two_webhook_replicas_every_few_hundred_admissions_nev
 
 
 def test_killing_the_reconciler_leader_mid_burst_moves_the_lease_and_the_status_still_converges(
-    controlplane: ControlPlane, k8s_client: client.ApiClient, scenario_namespace: str,
+    controlplane: ControlPlane, k8s_client: client.ApiClient, namespace: str,
     spreadhook: SpreadhookFactory,
 ) -> None:
     sh = spreadhook(replicas=2, proxy=True)
     first_leader = sh.wait_leader()
-    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=800)
-    sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
-    burst = Burst(k8s_client, scenario_namespace, cloneset, 800, CLIENTS).start()
+    cloneset = apply_scenario(controlplane, namespace, replicas=800)
+    sh.wait_mutating(k8s_client, namespace, cloneset)
+    burst = Burst(k8s_client, namespace, cloneset, 800, CLIENTS).start()
     burst.wait_for(300)
     first_leader.kill()
     # The survivor takes the Lease once it expires (15 s without renewal); only then does the killed process
@@ -98,7 +99,7 @@ def test_killing_the_reconciler_leader_mid_burst_moves_the_lease_and_the_status_
 
     assert successor is not first_leader
     assert burst.failures == [], burst.failures[:5]
-    assert_spread_holds(k8s_client, scenario_namespace, burst.created)
+    assert_spread_holds(k8s_client, namespace, burst.created)
     assert sh.leader() is successor, "leadership flapped back although the successor kept renewing"
     sh.assert_clean_shutdown()
 
@@ -118,7 +119,7 @@ def _served_certificate(port: int) -> bytes:
 
 
 def test_rotating_ca_and_serving_certificate_on_disk_mid_burst_fails_no_pod_creation_under_failure_policy_fail(
-    controlplane: ControlPlane, k8s_client: client.ApiClient, scenario_namespace: str,
+    controlplane: ControlPlane, k8s_client: client.ApiClient, namespace: str,
     spreadhook: SpreadhookFactory,
 ) -> None:
     """Fail makes any TLS error visible as a refused pod: the rotation must cost zero creations."""
@@ -128,11 +129,11 @@ def test_rotating_ca_and_serving_certificate_on_disk_mid_burst_fails_no_pod_crea
     assert old is not None
     fresh = certs.new_bundle(extra_sans=("127.0.0.1",))
     rotated = certs.CertBundle(ca=fresh.ca, serving=fresh.serving, previous_ca_pems=(old.ca.cert_pem,))
-    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=1000)
-    sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
+    cloneset = apply_scenario(controlplane, namespace, replicas=1000)
+    sh.wait_mutating(k8s_client, namespace, cloneset)
     old_leaf = _served_certificate(webhook.port)
 
-    burst = Burst(k8s_client, scenario_namespace, cloneset, 1000, CLIENTS).start()
+    burst = Burst(k8s_client, namespace, cloneset, 1000, CLIENTS).start()
     burst.wait_for(200)
     sh.register(rotated.ca_bundle_pem())  # trust old + new before anything serves the new leaf
     burst.wait_for(400)
@@ -147,7 +148,7 @@ def test_rotating_ca_and_serving_certificate_on_disk_mid_burst_fails_no_pod_crea
 
     assert burst.failures == [], burst.failures[:5]
     assert burst.created == 1000
-    counts = assert_spread_holds(k8s_client, scenario_namespace, burst.created)
+    counts = assert_spread_holds(k8s_client, namespace, burst.created)
     assert counts.get("", 0) == 0, "with failurePolicy Fail every pod went through the webhook"
     sh.assert_clean_shutdown()
 
@@ -311,16 +312,16 @@ def _hostile_request(rng: random.Random, namespace: str) -> tuple[str, str, byte
 
 
 def test_ten_thousand_malformed_or_hostile_requests_mid_burst_get_no_5xx_and_break_nothing(
-    controlplane: ControlPlane, k8s_client: client.ApiClient, scenario_namespace: str,
+    controlplane: ControlPlane, k8s_client: client.ApiClient, namespace: str,
     spreadhook: SpreadhookFactory,
 ) -> None:
     sh = spreadhook(replicas=1)
     webhook = sh.replicas[0]
     count = int(os.environ.get("SPREADHOOK_FUZZ_REQUESTS", "10000"))
     seed = int(os.environ.get("SPREADHOOK_FUZZ_SEED", "20240611"))
-    cloneset = apply_scenario(controlplane, scenario_namespace, replicas=600)
-    sh.wait_mutating(k8s_client, scenario_namespace, cloneset)
-    burst = Burst(k8s_client, scenario_namespace, cloneset, 600, CLIENTS).start()
+    cloneset = apply_scenario(controlplane, namespace, replicas=600)
+    sh.wait_mutating(k8s_client, namespace, cloneset)
+    burst = Burst(k8s_client, namespace, cloneset, 600, CLIENTS).start()
 
     local = threading.local()
     server_errors: list[str] = []
@@ -330,7 +331,7 @@ def test_ten_thousand_malformed_or_hostile_requests_mid_burst_get_no_5xx_and_bre
 
     def send(index: int) -> None:
         rng = random.Random(seed * 1_000_003 + index)
-        method, path, body, headers = _hostile_request(rng, scenario_namespace)
+        method, path, body, headers = _hostile_request(rng, namespace)
         if not hasattr(local, "session"):
             local.session = requests.Session()
         try:  # verify per request: a session-level verify loses to REQUESTS_CA_BUNDLE from the environment
@@ -358,6 +359,6 @@ def test_ten_thousand_malformed_or_hostile_requests_mid_burst_get_no_5xx_and_bre
     assert sum(statuses.values()) == count
     assert webhook.alive()
     assert burst.failures == [], burst.failures[:5]
-    counts = assert_spread_holds(k8s_client, scenario_namespace, burst.created)
+    counts = assert_spread_holds(k8s_client, namespace, burst.created)
     assert counts.get("", 0) == 0, "a pod of the burst went unspread while the webhook was being fuzzed"
     sh.assert_clean_shutdown()
