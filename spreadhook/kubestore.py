@@ -372,6 +372,10 @@ class KubeStore:
         with self._lock:
             return [p for (ns, _), p in self._objects.get(PODS, {}).items() if ns == namespace]
 
+    def fresh_pods(self, namespace: str) -> list[Obj]:
+        """A LIST without resourceVersion: a quorum read, newer than anything the watch has delivered."""
+        return list(self.request("GET", PODS.path(namespace), timeout=120).get("items") or [])
+
     def pod(self, namespace: str, name: str) -> Obj:
         return self.request("GET", PODS.path(namespace, name))
 

@@ -47,14 +47,15 @@ class Reconciler:
         self._custom = tuple(custom_workloads)
         self._kinds = workloads.known_kinds(self._custom)
 
-    def governed_pods(self, ws: WorkloadSpread) -> list[Obj]:
-        """The pods of the WorkloadSpread's workload (through their owner chain) that its filter selects."""
+    def governed_pods(self, ws: WorkloadSpread, *, fresh: bool = False) -> list[Obj]:
+        """The pods of the WorkloadSpread's workload (through their owner chain) that its filter selects;
+        from the cache, or with ``fresh`` from the API server."""
         ref = ws.target_ref
         if ref is None:
             return []
         target = WorkloadKey.of_ref(ws.namespace, ref)
         pods = []
-        for pod in self._store.pods(ws.namespace):
+        for pod in (self._store.fresh_pods if fresh else self._store.pods)(ws.namespace):
             chain = workloads.owner_chain(pod, self._lookup(ws.namespace), self._kinds)
             if any(WorkloadKey.of_owner(ws.namespace, {"apiVersion": a, "kind": k, "name": n}) == target
                    for a, k, n in chain) and workloads.selects(ws, pod):
@@ -107,8 +108,7 @@ class Reconciler:
         ws = self._store.fresh_workload_spread(namespace, name)
         if ws is None:
             return None
-        pods = self.governed_pods(ws)
-        plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+        pods, plan = self._observe(ws, workload_replicas)
         written = False
         if plan.adoptions:
             ws, pods, plan, written = self._write_adopting(ws, pods, plan, workload_replicas)
@@ -119,6 +119,18 @@ class Reconciler:
         for pod, cost in plan.deletion_costs.items():
             self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
         return self._finish(ws, plan, written)
+
+    def _observe(self, ws: WorkloadSpread, workload_replicas: int | None) -> tuple[list[Obj], spread.ReconcilePlan]:
+        """The governed pods and the plan made from them. A plan that gives back the slot of a pod never seen
+        is made again from a fresh list first: the cache may not have delivered that pod yet (under a burst
+        its watch lags by seconds), and a slot given back for a pod that exists lets one pod too many in.
+        Expiries are rare, so the LIST they cost is too."""
+        pods = self.governed_pods(ws)
+        plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+        if plan.expired_creations:
+            pods = self.governed_pods(ws, fresh=True)
+            plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+        return pods, plan
 
     def _write_status(
         self, ws: WorkloadSpread, plan: spread.ReconcilePlan, pods: list[Obj], workload_replicas: int | None
@@ -160,8 +172,7 @@ class Reconciler:
                 if fresh is None:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted while it was reconciled") from None
                 ws = fresh
-                pods = self.governed_pods(ws)
-                plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+                pods, plan = self._observe(ws, workload_replicas)
                 if not plan.adoptions:
                     return ws, pods, plan, False
                 time.sleep(min(0.05, 0.002 * 2**attempt))

@@ -315,6 +315,9 @@ class ReconcilePlan:
     events: list[EventRecord] = field(default_factory=list)
     requeue_after: float | None = None
     """Seconds until the next time-based change (an expiry, a recovery), so the reconcile can be timed."""
+    expired_creations: list[str] = field(default_factory=list)
+    """``creatingPods`` keys given back because no pod with that key was among the pods given: a slot freed
+    for good on the word of the pod list, which the caller should therefore make sure is not lagging."""
 
     def requeue(self, delay: dt.timedelta) -> None:
         seconds = delay.total_seconds()
@@ -832,6 +835,7 @@ def _subset_status(
         since = parse_time(stamp) or now
         if since + CREATE_TIMEOUT <= now:
             if report:
+                plan.expired_creations.append(key)
                 plan.events.append(EventRecord("Warning", "CreatePodFailed", f"Pod {key} was expected to be "
                                                f"created in subset {subset.name} but it wasn't seen within "
                                                f"{int(CREATE_TIMEOUT.total_seconds())}s; its slot is given back"))

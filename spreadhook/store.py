@@ -83,6 +83,10 @@ class Store(Protocol):
     def pods(self, namespace: str) -> list[Obj]:
         """Every pod of a namespace, cached (for the reconciler)."""
 
+    def fresh_pods(self, namespace: str) -> list[Obj]:
+        """Every pod of a namespace, read from the API server past every cache: the list that may give back
+        a slot whose pod never appeared, which a lagging cache must not do."""
+
     def pod(self, namespace: str, name: str) -> Obj:
         """One pod (for an eviction, whose review carries no pod); raises ``NotFound``."""
 
@@ -209,6 +213,9 @@ class MemoryStore:
     def pods(self, namespace: str) -> list[Obj]:
         with self._lock:
             return [p for (ns, _), p in self._pods.items() if ns == namespace]
+
+    def fresh_pods(self, namespace: str) -> list[Obj]:
+        return self.pods(namespace)
 
     def pod(self, namespace: str, name: str) -> Obj:
         with self._lock:

@@ -1,0 +1,82 @@
+"""The reconciler's I/O decisions on an in-memory store: which pod list a slot may be given back on."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from spreadhook import model, spread
+from spreadhook.model import Obj
+from spreadhook.reconciler import Reconciler
+from spreadhook.store import MemoryStore
+from tests.unit.factories import T0, pod, ws_dict
+
+LIMITED = [{"name": "a", "maxReplicas": 1}, {"name": "b"}]
+
+
+class LaggingCache(MemoryStore):
+    """A store whose cached pod list has not yet delivered the pods named in ``unseen``, as a watch that
+    lags under a burst; ``fresh_pods`` reads past the cache and sees every pod."""
+
+    def __init__(self, unseen: set[str]) -> None:
+        super().__init__()
+        self.unseen = unseen
+        self.fresh_lists = 0
+
+    def pods(self, namespace: str) -> list[Obj]:
+        return [p for p in super().pods(namespace) if p["metadata"]["name"] not in self.unseen]
+
+    def fresh_pods(self, namespace: str) -> list[Obj]:
+        self.fresh_lists += 1
+        return super().pods(namespace)
+
+
+def _store_with_old_reservation(unseen: set[str]) -> LaggingCache:
+    """Subset ``a`` (max 1) holds one ``creatingPods`` entry older than the create timeout, for pod ``p``."""
+    store = LaggingCache(unseen)
+    stamp = model.format_time(T0 - spread.CREATE_TIMEOUT - dt.timedelta(seconds=5))
+    ledger = [{"name": "a", "replicas": 0, "missingReplicas": 0, "creatingPods": {"p": stamp}},
+              {"name": "b", "replicas": 0, "missingReplicas": -1}]
+    store.apply_workload_spread(ws_dict(LIMITED))
+    ws = store.workload_spread("default", "ws")
+    assert ws is not None
+    store.write_status(ws, model.parse(ws_dict(LIMITED, status={
+        "observedGeneration": 1, "subsetStatuses": ledger,
+        "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
+    store.apply_workload({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+                          "metadata": {"name": "app", "namespace": "default"}, "spec": {"replicas": 2}})
+    return store
+
+
+def _subset_a(store: MemoryStore) -> model.SubsetStatus:
+    ws = store.workload_spread("default", "ws")
+    assert ws is not None
+    return next(s for s in ws.status.subset_statuses if s.name == "a")
+
+
+def test_a_slot_is_not_given_back_for_a_pod_the_lagging_cache_has_not_delivered_yet() -> None:
+    store = _store_with_old_reservation(unseen={"p"})
+    store.put_pod(pod("p", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+    Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    a = _subset_a(store)
+    assert (a.replicas, a.missing_replicas, a.creating_pods) == (1, 0, {})
+    assert store.fresh_lists == 1
+
+
+def test_a_slot_whose_pod_never_appeared_is_given_back_after_the_fresh_list_confirms_it() -> None:
+    store = _store_with_old_reservation(unseen=set())
+    Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    a = _subset_a(store)
+    assert (a.replicas, a.missing_replicas, a.creating_pods) == (0, 1, {})
+    assert store.fresh_lists == 1
+    assert any(reason == "CreatePodFailed" for _, _, reason, _ in store.events)
+
+
+def test_no_fresh_list_is_made_when_no_slot_is_given_back() -> None:
+    store = LaggingCache(unseen=set())
+    store.apply_workload_spread(ws_dict(LIMITED))
+    store.apply_workload({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+                          "metadata": {"name": "app", "namespace": "default"}, "spec": {"replicas": 1}})
+    store.put_pod(pod("q", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+    Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    assert _subset_a(store).replicas == 1
+    assert store.fresh_lists == 0
