@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from spreadhook import model, mutation, simulation, spread
+from spreadhook import logs, model, mutation, simulation, spread
+from spreadhook.logs import LEVELS
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -165,6 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from spreadhook.runtime import build_app
     from spreadhook.server import SpreadhookServer, multiprocess_metrics_dir, start_conversion_process
 
+    logs.configure(args.log_level)
     options = _serve_options(args, reconcile=args.command == "run")
     if options.store == "kube" and os.environ.get("KUBERNETES_SERVICE_HOST"):
         options = bootstrap_certificates(options)
@@ -211,6 +213,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from spreadhook.kubestore import KubeStore
     from spreadhook.runtime import start_reconciler
 
+    logs.configure(args.log_level)
     store = KubeStore.from_environment()
     store.start()
     start_reconciler(store)
@@ -317,9 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--threads", type=int, default=64)
         serve.add_argument("--conversion-port", type=int, default=None,
                            help="serve the CRD conversion webhook on this port, from threads of its own")
+        serve.add_argument("--log-level", choices=LEVELS, default="info")
         serve.set_defaults(run=cmd_serve)
 
     reconcile = commands.add_parser("reconcile", help="run the reconciler alone (leader-elected)")
+    reconcile.add_argument("--log-level", choices=LEVELS, default="info")
     reconcile.set_defaults(run=cmd_reconcile)
 
     certs = commands.add_parser("certs", help="create or renew the CA and serving certificate")

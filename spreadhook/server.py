@@ -199,7 +199,8 @@ def start_conversion_process(options: ServeOptions) -> subprocess.Popen[bytes]:
     gunicorn's forked workers know nothing of it), in this process group, so that whatever stops the server
     stops it too; the caller terminates it when the server returns."""
     assert options.conversion_port is not None
-    code = (f"from spreadhook.server import serve_conversion; "
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    code = (f"from spreadhook import logs; from spreadhook.server import serve_conversion; logs.configure({level!r}); "
             f"serve_conversion({options.host!r}, {options.conversion_port}, {options.cert_dir!r})")
     return subprocess.Popen([sys.executable, "-c", code])
 
