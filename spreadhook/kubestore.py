@@ -83,6 +83,9 @@ class Resource:
         return f"{base}{where}/{self.plural}" + (f"/{name}" if name else "")
 
 
+FIELD_MANAGER = "spreadhook"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
 WORKLOAD_SPREADS = Resource(GROUP, WS_VERSION, "workloadspreads", KIND)
 PODS = Resource("", "v1", "pods", "Pod")
 NODES = Resource("", "v1", "nodes", "Node")
@@ -123,6 +126,8 @@ class KubeStore:
                 content_type: str = "application/json", timeout: float | tuple[float, float] = 30,
                 stream: bool = False) -> Any:
         """One API request; errors become the Store's exceptions. ``stream`` returns the open response."""
+        if method in WRITE_METHODS:  # named in managedFields as spreadhook, not as "python-requests"
+            query = [*(query or []), ("fieldManager", FIELD_MANAGER)]
         try:
             response = self.api.session.request(
                 method, self.api.host + path, params=query, data=json.dumps(body) if body is not None else None,
@@ -300,6 +305,13 @@ class KubeStore:
         written = self.request("PUT", WORKLOAD_SPREADS.path(ws.namespace, ws.name) + "/status", body=body)
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
+
+    def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
+        """A merge patch of the main resource; the resourceVersion in it is the precondition (409 if stale)."""
+        body = {"metadata": {"managedFields": managed_fields, "resourceVersion": ws.resource_version}}
+        written = self.request("PATCH", WORKLOAD_SPREADS.path(ws.namespace, ws.name), body=body,
+                               content_type="application/merge-patch+json")
+        self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
 
     # -- Store: workloads, pods, nodes -------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spreadhook import spread, workloads
-from spreadhook.model import Obj, WorkloadSpread
+from spreadhook import model, spread, workloads
+from spreadhook.model import Obj, WorkloadSpread, WorkloadSpreadStatus
 from spreadhook.store import Conflict, NotFound, Store, StoreError, WorkloadKey
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,9 @@ class Reconciler:
         ws = self._store.fresh_workload_spread(namespace, name)
         if ws is None:
             return None
+        ws = self._restate_managed_fields(ws)
+        if ws is None:
+            return None
         pods, plan = self._observe(ws, workload_replicas)
         written = False
         if plan.adoptions:
@@ -119,6 +122,21 @@ class Reconciler:
         for pod, cost in plan.deletion_costs.items():
             self._patch_pod(ws, pod, {"metadata": {"annotations": {spread.DELETION_COST_ANNOTATION: cost}}})
         return self._finish(ws, plan, written)
+
+    def _restate_managed_fields(self, ws: WorkloadSpread) -> WorkloadSpread | None:
+        """Restate v1alpha1 managedFields entries in v1beta1 (``model.managed_fields_in_storage_version``: each
+        one costs every later status write about five conversion-webhook calls); the WorkloadSpread as it is
+        afterwards (None once deleted). A conflict leaves it to the next sync: it is an optimisation, not a duty."""
+        restated = model.managed_fields_in_storage_version(ws.metadata.get("managedFields"))
+        if restated is None:
+            return ws
+        try:
+            self._store.replace_managed_fields(ws, restated)
+        except Conflict:
+            return ws
+        log.info("restated the v1alpha1 managedFields of WorkloadSpread %s in v1beta1", ws.key,
+                 extra={"workloadSpread": ws.key})
+        return self._store.fresh_workload_spread(ws.namespace, ws.name)
 
     def _observe(self, ws: WorkloadSpread, workload_replicas: int | None) -> tuple[list[Obj], spread.ReconcilePlan]:
         """The governed pods and the plan made from them. A plan that gives back the slot of a pod never seen
@@ -137,22 +155,14 @@ class Reconciler:
     ) -> bool:
         """Write the planned status; on a conflict, rebase it onto the newest ledger, counting against the
         very pods the plan counted (a newer list would count pods the plan never saw)."""
-        current, status = ws, plan.status
-        for attempt in range(MAX_STATUS_ATTEMPTS):
-            try:
-                self._store.write_status(current, status)
-                return True
-            except Conflict:
-                fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
-                if fresh is None:
-                    return False
-                if fresh.generation != ws.generation:
-                    raise StoreError(f"WorkloadSpread {ws.key} changed while it was reconciled") from None
-                current = fresh
-                replicas = self._replicas(ws) if workload_replicas is None else workload_replicas
-                status = spread.rebase(ws, plan.status, ws.status, fresh.status, pods, replicas)
-                time.sleep(min(0.05, 0.002 * 2**attempt))
-        raise StoreError(f"WorkloadSpread {ws.key}: status kept conflicting")
+
+        def rebased(fresh: WorkloadSpread) -> WorkloadSpreadStatus:
+            if fresh.generation != ws.generation:
+                raise StoreError(f"WorkloadSpread {ws.key} changed while it was reconciled")
+            replicas = self._replicas(ws) if workload_replicas is None else workload_replicas
+            return spread.rebase(ws, plan.status, ws.status, fresh.status, pods, replicas)
+
+        return self._write_until_landed(ws, plan.status, rebased, "status")
 
     def _write_adopting(
         self, ws: WorkloadSpread, pods: list[Obj], plan: spread.ReconcilePlan, workload_replicas: int | None
@@ -163,20 +173,40 @@ class Reconciler:
         adoption already took (this is how pods adopted after a webhook outage overfilled a subset while the
         restarted webhook refilled it). Returns what was finally planned and whether its status was written;
         a new plan without adoptions goes the ordinary way."""
+
+        def replanned(fresh: WorkloadSpread) -> WorkloadSpreadStatus | None:
+            nonlocal ws, pods, plan
+            ws = fresh
+            pods, plan = self._observe(fresh, workload_replicas)
+            return plan.status if plan.adoptions else None
+
+        written = self._write_until_landed(ws, plan.status, replanned, "the status adopting pods")
+        return ws, pods, plan, written
+
+    def _write_until_landed(
+        self,
+        ws: WorkloadSpread,
+        status: WorkloadSpreadStatus,
+        on_conflict: Callable[[WorkloadSpread], WorkloadSpreadStatus | None],
+        what: str,
+    ) -> bool:
+        """Write ``status`` with ``ws``'s resourceVersion as the precondition. On a 409 the WorkloadSpread is
+        read afresh and ``on_conflict`` says what to write on that read instead, or None for nothing (False);
+        short, growing pauses let the webhook's burst of ledger writes by."""
         for attempt in range(MAX_STATUS_ATTEMPTS):
             try:
-                self._store.write_status(ws, plan.status)
-                return ws, pods, plan, True
+                self._store.write_status(ws, status)
+                return True
             except Conflict:
                 fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
                 if fresh is None:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted while it was reconciled") from None
-                ws = fresh
-                pods, plan = self._observe(ws, workload_replicas)
-                if not plan.adoptions:
-                    return ws, pods, plan, False
+                ws, instead = fresh, on_conflict(fresh)
+                if instead is None:
+                    return False
+                status = instead
                 time.sleep(min(0.05, 0.002 * 2**attempt))
-        raise StoreError(f"WorkloadSpread {ws.key}: the status adopting pods kept conflicting")
+        raise StoreError(f"WorkloadSpread {ws.key}: {what} kept conflicting")
 
     def _replicas(self, ws: WorkloadSpread) -> int:
         ref = ws.target_ref

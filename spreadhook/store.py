@@ -77,6 +77,9 @@ class Store(Protocol):
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         """Replace the status if ``ws.resource_version`` is still current, else raise ``Conflict``."""
 
+    def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
+        """Replace ``metadata.managedFields`` if ``ws.resource_version`` is still current, else ``Conflict``."""
+
     def workload(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
         """A workload or intermediate owner (Deployment, ReplicaSet, CloneSet, ...), cached."""
 
@@ -193,18 +196,29 @@ class MemoryStore:
         if self._write_latency:
             time.sleep(self._write_latency)
         with self._lock:
-            current = self._spreads.get((ws.namespace, ws.name))
-            if current is None:
-                raise NotFound(f"WorkloadSpread {ws.key} not found")
-            if current.resource_version != ws.resource_version:
-                self.conflicts += 1
-                raise Conflict(f"WorkloadSpread {ws.key} was modified: resourceVersion {ws.resource_version} is "
-                               f"stale")
+            current = self._current_locked(ws)
             updated = replace(current, metadata={**current.metadata, "resourceVersion": self._next_version()},
                               status=status.clone())
             self._spreads[(ws.namespace, ws.name)] = updated
             self.status_writes += 1
         return updated
+
+    def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
+        with self._lock:
+            current = self._current_locked(ws)
+            metadata = {**current.metadata, "managedFields": copy.deepcopy(managed_fields),
+                        "resourceVersion": self._next_version()}
+            self._spreads[(ws.namespace, ws.name)] = replace(current, metadata=metadata)
+
+    def _current_locked(self, ws: WorkloadSpread) -> WorkloadSpread:
+        """The stored WorkloadSpread that a write preconditioned on ``ws``'s resourceVersion may replace."""
+        current = self._spreads.get((ws.namespace, ws.name))
+        if current is None:
+            raise NotFound(f"WorkloadSpread {ws.key} not found")
+        if current.resource_version != ws.resource_version:
+            self.conflicts += 1
+            raise Conflict(f"WorkloadSpread {ws.key} was modified: resourceVersion {ws.resource_version} is stale")
+        return current
 
     def workload(self, namespace: str, api_version: str, kind: str, name: str) -> Obj | None:
         with self._lock:

@@ -176,6 +176,31 @@ def test_workloadspread_edited_mid_life_converges_on_the_new_subsets_and_limits(
     kube.wait_reconciled("edit", {"ecs": 5, "idc": 2, "overflow": 4})
 
 
+def test_a_v1alpha1_apply_is_restated_in_v1beta1_managed_fields_and_a_later_apply_still_works(kube: Kube) -> None:
+    docs = _cloneset_and_spread("restate", [_subset("ecs", "ecs", 2), _subset("overflow", "serverless", None)])
+    kube.apply(docs)
+
+    def managers(ws: Obj) -> dict[str, Obj]:
+        return {f"{m['manager']}/{m.get('subresource', '')}": m for m in ws["metadata"]["managedFields"]}
+
+    ws = kube.wait(lambda: kube.ws("restate"), lambda w: w.get("status") and all(
+        m["apiVersion"] == "apps.kruise.io/v1beta1" for m in w["metadata"]["managedFields"]),
+        "every managedFields entry in v1beta1")
+    applied = managers(ws)["kubectl-client-side-apply/"]
+    assert "f:subsets" in applied["fieldsV1"]["f:spec"], "kubectl still owns what it applied"
+    assert "NodeSelectorTerm" not in json.dumps(applied["fieldsV1"])
+    assert "spreadhook/status" in managers(ws), "the ledger's writes are named after spreadhook"
+
+    # The user keeps applying v1alpha1 manifests: raising ecs's max takes effect, and is restated again.
+    docs[0]["spec"]["subsets"][0]["maxReplicas"] = 3
+    kube.apply(docs[0])
+    CloneSetController(kube, "restate").scale_out(4)
+    kube.wait_counts("app=restate", {"ecs": 3, "overflow": 1})
+    kube.wait(lambda: kube.ws("restate"), lambda w: all(
+        m["apiVersion"] == "apps.kruise.io/v1beta1" for m in w["metadata"]["managedFields"]),
+        "the new v1alpha1 entry restated too")
+
+
 def test_pods_that_existed_before_the_workloadspread_are_adopted_into_the_subset_of_their_node(kube: Kube) -> None:
     docs = _cloneset_and_spread("early", [_subset("ecs", "ecs", 10), _subset("overflow", "serverless", None)])
     kube.apply(docs[1])

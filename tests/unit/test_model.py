@@ -61,6 +61,36 @@ def test_conversion_renames_the_selector_fields_both_ways() -> None:
     assert model.convert(beta, model.V1ALPHA1) == ALPHA_FULL
 
 
+KUBECTL_ALPHA_ENTRY: dict[str, Any] = {
+    "manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": model.V1ALPHA1,
+    "time": "2026-12-01T12:00:00Z", "fieldsType": "FieldsV1",
+    "fieldsV1": {"f:spec": {"f:subsets": {"k:{\"name\":\"idc\"}": {
+        ".": {}, "f:name": {}, "f:maxReplicas": {},
+        "f:requiredNodeSelectorTerm": {"f:matchExpressions": {}}, "f:preferredNodeSelectorTerms": {}}}}},
+}
+STATUS_ENTRY: dict[str, Any] = {"manager": "spreadhook", "operation": "Update", "apiVersion": model.V1BETA1,
+                                "subresource": "status", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}
+
+
+def test_v1alpha1_managed_fields_are_restated_in_v1beta1_with_the_selector_fields_renamed() -> None:
+    restated = model.managed_fields_in_storage_version([KUBECTL_ALPHA_ENTRY, STATUS_ENTRY])
+    assert restated is not None
+    kubectl, status = restated
+    assert {k: v for k, v in kubectl.items() if k != "fieldsV1"} == {
+        **{k: v for k, v in KUBECTL_ALPHA_ENTRY.items() if k != "fieldsV1"}, "apiVersion": model.V1BETA1}
+    assert kubectl["fieldsV1"]["f:spec"]["f:subsets"]['k:{"name":"idc"}'] == {
+        ".": {}, "f:name": {}, "f:maxReplicas": {},
+        "f:requiredNodeSelector": {"f:matchExpressions": {}}, "f:preferredNodeSelector": {}}
+    assert status == STATUS_ENTRY
+    assert KUBECTL_ALPHA_ENTRY["apiVersion"] == model.V1ALPHA1, "the input is left as it was"
+
+
+def test_managed_fields_without_a_v1alpha1_entry_need_no_restatement() -> None:
+    assert model.managed_fields_in_storage_version([STATUS_ENTRY]) is None
+    assert model.managed_fields_in_storage_version(None) is None
+    assert model.managed_fields_in_storage_version("garbage") is None
+
+
 def test_conversion_to_v1beta1_fills_the_required_condition_reason_and_message() -> None:
     alpha = copy.deepcopy(ALPHA_FULL)
     alpha["status"]["subsetStatuses"][0]["conditions"][0].pop("reason")

@@ -80,3 +80,24 @@ def test_no_fresh_list_is_made_when_no_slot_is_given_back() -> None:
     Reconciler(store, clock=lambda: T0).sync("default", "ws")
     assert _subset_a(store).replicas == 1
     assert store.fresh_lists == 0
+
+
+def test_v1alpha1_managed_fields_are_restated_once_and_the_status_still_written() -> None:
+    store = LaggingCache(unseen=set())
+    alpha_entry = {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": model.V1ALPHA1,
+                   "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:subsets": {}}}}
+    doc = ws_dict(LIMITED)
+    doc["metadata"]["managedFields"] = [alpha_entry]
+    store.apply_workload_spread(doc)
+    store.apply_workload({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+                          "metadata": {"name": "app", "namespace": "default"}, "spec": {"replicas": 1}})
+    reconciler = Reconciler(store, clock=lambda: T0)
+    reconciler.sync("default", "ws")
+    restated = store.workload_spread("default", "ws")
+    assert restated is not None
+    assert [e["apiVersion"] for e in restated.metadata["managedFields"]] == [model.V1BETA1]
+    assert restated.status.observed_generation == 1
+    version = restated.resource_version
+    reconciler.sync("default", "ws")
+    after = store.workload_spread("default", "ws")
+    assert after is not None and after.resource_version == version, "nothing left to restate or to write"
