@@ -21,6 +21,7 @@ from spreadhook.store import Conflict, NotFound, Store, StoreError, WorkloadKey
 log = logging.getLogger(__name__)
 
 MAX_STATUS_ATTEMPTS = 20
+FRESH_LIST_INTERVAL_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Reconciler:
         self._clock = clock
         self._custom = tuple(custom_workloads)
         self._kinds = workloads.known_kinds(self._custom)
+        self._fresh_listed: dict[str, float] = {}
+        """WorkloadSpread key -> when its pods were last listed past the cache (monotonic seconds)."""
 
     def governed_pods(self, ws: WorkloadSpread, *, fresh: bool = False) -> list[Obj]:
         """The pods of the WorkloadSpread's workload (through their owner chain) that its filter selects;
@@ -126,13 +129,18 @@ class Reconciler:
     def _restate_managed_fields(self, ws: WorkloadSpread) -> WorkloadSpread | None:
         """Restate v1alpha1 managedFields entries in v1beta1 (``model.managed_fields_in_storage_version``: each
         one costs every later status write about five conversion-webhook calls); the WorkloadSpread as it is
-        afterwards (None once deleted). A conflict leaves it to the next sync: it is an optimisation, not a duty."""
+        afterwards (None once deleted). It is an optimisation, not a duty: it waits until the webhook holds no
+        slot in flight (the PATCH goes through the validating webhook and bumps the resourceVersion every
+        ledger write is conditioned on, so in a burst it would slow the very writes it is meant to speed up),
+        and any failure leaves it to a later sync."""
         restated = model.managed_fields_in_storage_version(ws.metadata.get("managedFields"))
-        if restated is None:
+        if restated is None or _ledger_busy(ws):
             return ws
         try:
             self._store.replace_managed_fields(ws, restated)
-        except Conflict:
+        except StoreError as exc:
+            log.warning("managedFields of WorkloadSpread %s not restated yet: %s", ws.key, exc,
+                        extra={"workloadSpread": ws.key})
             return ws
         log.info("restated the v1alpha1 managedFields of WorkloadSpread %s in v1beta1", ws.key,
                  extra={"workloadSpread": ws.key})
@@ -142,10 +150,14 @@ class Reconciler:
         """The governed pods and the plan made from them. A plan that gives back the slot of a pod never seen
         is made again from a fresh list first: the cache may not have delivered that pod yet (under a burst
         its watch lags by seconds), and a slot given back for a pod that exists lets one pod too many in.
-        Expiries are rare, so the LIST they cost is too."""
+        Expiries are rare, and the LIST is made at most once per ``FRESH_LIST_INTERVAL_SECONDS``: under a burst
+        whose pods fail open, expiries come in every sync, and a LIST of thousands of pods per sync took the
+        CPU the webhook in the same process needed, which made more pods fail open."""
         pods = self.governed_pods(ws)
         plan = self.plan(ws, pods, workload_replicas=workload_replicas)
-        if plan.expired_creations:
+        last = self._fresh_listed.get(ws.key)
+        if plan.expired_creations and (last is None or time.monotonic() - last >= FRESH_LIST_INTERVAL_SECONDS):
+            self._fresh_listed[ws.key] = time.monotonic()
             pods = self.governed_pods(ws, fresh=True)
             plan = self.plan(ws, pods, workload_replicas=workload_replicas)
         return pods, plan
@@ -237,3 +249,9 @@ class Reconciler:
             self._store.record_event(ws, "Warning", "PatchPodDeletionCostFailed",
                                      f"Failed to patch Pod {pod}: {exc}")
             raise
+
+
+def _ledger_busy(ws: WorkloadSpread) -> bool:
+    """Whether the webhook has admissions or deletions in flight in the ledger."""
+    return any(entry.creating_pods or entry.deleting_pods
+               for entries in ws.status.versioned_subset_statuses.values() for entry in entries)
