@@ -135,8 +135,10 @@ class Kube:
                   f"pods {selector} per subset == {expected}", timeout=timeout)
 
     def wait_reconciled(self, name: str, expected: dict[str, int], timeout: float = 90.0) -> Obj:
-        """Until the status says EXPECTED (subsets not named must say 0), is of the current generation, and
-        holds no in-flight creating/deleting entries: the reconciler has caught up with the pods."""
+        """Until the status says EXPECTED (subsets not named must say 0), is of the current generation, holds
+        no in-flight creating/deleting entries, and no managedFields entry is still v1alpha1: the reconciler
+        has caught up with the pods, and has made the restatement it makes once the ledger is idle (a write
+        that changes resourceVersion, so a test comparing it must wait for it too)."""
 
         def settled(ws: Obj) -> bool:
             status = ws.get("status") or {}
@@ -144,7 +146,9 @@ class Kube:
             counts = {s["name"]: int(s.get("replicas") or 0) for s in subsets}
             return (status.get("observedGeneration") == ws["metadata"]["generation"]
                     and {k: v for k, v in counts.items() if v} == {k: v for k, v in expected.items() if v}
-                    and not any(s.get("creatingPods") or s.get("deletingPods") for s in subsets))
+                    and not any(s.get("creatingPods") or s.get("deletingPods") for s in subsets)
+                    and all(m.get("apiVersion") != "apps.kruise.io/v1alpha1"
+                            for m in ws["metadata"].get("managedFields") or []))
 
         return self.wait(lambda: self.ws(name), settled, f"WorkloadSpread {name} status reconciled to {expected}",
                          timeout=timeout)
