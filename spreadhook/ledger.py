@@ -11,6 +11,7 @@ contention that the API server itself can absorb.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import threading
 import time
@@ -24,6 +25,8 @@ from spreadhook.model import WorkloadSpread
 from spreadhook.store import Conflict, NotFound, Store, StoreError
 
 Clock = Callable[[], dt.datetime]
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> dt.datetime:
@@ -185,6 +188,9 @@ class Ledger:
                 writing += time.monotonic() - started
                 conflicts += 1
                 if time.monotonic() >= deadline:
+                    log.warning("ledger commit gave up at the deadline", extra={
+                        "workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
+                        "writeSeconds": round(writing, 3)})
                     raise LedgerTimeout(f"WorkloadSpread {ws.key}: {conflicts} write conflicts before the "
                                         "deadline") from None
                 # Another process wrote first. Retrying at once would collide again with its next batch;
@@ -199,6 +205,8 @@ class Ledger:
                 current = fresh
                 continue
             writing += time.monotonic() - started
+            log.debug("ledger commit", extra={"workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
+                                              "writeSeconds": round(writing, 3)})
             self._remember(written)
             self._on_commit(CommitStats(len(batch), conflicts, True, writing))
             return

@@ -134,7 +134,7 @@ class Reconciler:
         ledger write is conditioned on, so in a burst it would slow the very writes it is meant to speed up),
         and any failure leaves it to a later sync."""
         restated = model.managed_fields_in_storage_version(ws.metadata.get("managedFields"))
-        if restated is None or _ledger_busy(ws):
+        if restated is None or spread.ledger_in_flight(ws):
             return ws
         try:
             self._store.replace_managed_fields(ws, restated)
@@ -249,9 +249,3 @@ class Reconciler:
             self._store.record_event(ws, "Warning", "PatchPodDeletionCostFailed",
                                      f"Failed to patch Pod {pod}: {exc}")
             raise
-
-
-def _ledger_busy(ws: WorkloadSpread) -> bool:
-    """Whether the webhook has admissions or deletions in flight in the ledger."""
-    return any(entry.creating_pods or entry.deleting_pods
-               for entries in ws.status.versioned_subset_statuses.values() for entry in entries)

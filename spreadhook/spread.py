@@ -430,6 +430,12 @@ def manages_deletion_cost(ws: WorkloadSpread) -> bool:
     return ws.target_ref is not None and ws.target_ref.kind not in ("StatefulSet", "Job")
 
 
+def ledger_in_flight(ws: WorkloadSpread) -> bool:
+    """Whether the webhook has admissions or deletions in flight in the ledger (any version's)."""
+    return any(entry.creating_pods or entry.deleting_pods
+               for entries in ws.status.versioned_subset_statuses.values() for entry in entries)
+
+
 def _holds_anything(statuses: Iterable[SubsetStatus]) -> bool:
     return any(s.replicas or s.creating_pods or s.deleting_pods for s in statuses)
 
