@@ -107,6 +107,7 @@ class KubeStore:
         self.api = api
         self._resources = [WORKLOAD_SPREADS, *WORKLOAD_RESOURCES] + ([PODS, NODES] if pods else [])
         self._lock = threading.Lock()
+        self._spread_changed = threading.Condition(self._lock)
         self._objects: dict[Resource, dict[tuple[str, str], Obj]] = {r: {} for r in self._resources}
         self._parsed: dict[tuple[str, str], WorkloadSpread] = {}
         self._by_target: dict[WorkloadKey, tuple[str, str]] = {}
@@ -249,6 +250,8 @@ class KubeStore:
                 cache[key] = obj
                 if resource is WORKLOAD_SPREADS:
                     self._index(key, obj)
+            if resource is WORKLOAD_SPREADS:
+                self._spread_changed.notify_all()
         self._notify(key[0])
 
     def _index(self, key: tuple[str, str], obj: Obj) -> None:
@@ -296,6 +299,20 @@ class KubeStore:
             return None
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", obj)
         return parse(obj)
+
+    def workload_spread_after(
+        self, namespace: str, name: str, resource_version: str, timeout: float
+    ) -> WorkloadSpread | None:
+        deadline = time.monotonic() + timeout
+        with self._spread_changed:
+            while True:
+                ws = self._parsed.get((namespace, name))
+                if ws is not None and _newer_version(ws.resource_version, resource_version):
+                    return ws
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._spread_changed.wait(remaining)
 
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         """PUT the status subresource; the resourceVersion in the body is the precondition (409 if stale)."""
@@ -447,6 +464,14 @@ def _ns(obj: Obj) -> str:
 
 def _name(obj: Obj) -> str:
     return str(obj.get("metadata", {}).get("name") or "")
+
+
+def _newer_version(version: str, than: str) -> bool:
+    """resourceVersions are opaque, but etcd's are integers, and only a newer copy can be written on."""
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return False
 
 
 def _newer(obj: Obj, current: Obj | None) -> bool:

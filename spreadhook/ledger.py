@@ -6,6 +6,19 @@ flight; when it lands, the next leader takes every queued request and commits th
 (group commit). A 409 Conflict (another process wrote first) re-reads the object past every cache and
 re-decides the whole batch, until the deadline the caller gives: a pod is never refused because of
 contention that the API server itself can absorb.
+
+Contention between processes is made fair. A process that has just written goes straight on with its next
+batch from the object its write returned, while the one that lost must first read the object again, so its
+write comes later than the winner's next one and conflicts again: the loser starves for as long as the
+winner has admissions queued. Measured in the two-process 3,000-pod test, one process wrote 16 batches in a
+row without a conflict while the other's batch met 10 conflicts in 5 s and was given up (its pods failed
+open). Two things take the loser's handicap away:
+
+* it reads the object that won from the watch, which has usually delivered it by the time the 409 arrives,
+  and only falls back to a fresh GET (hundreds of milliseconds under a burst) if the watch is late;
+* for some seconds after any conflict (``CONTENTION_SECONDS``) a process leaves a pause between its writes
+  a little longer than that read took, in which the other process's retry can land. The admissions queued
+  meanwhile join the next batch, so the pause costs little throughput.
 """
 
 from __future__ import annotations
@@ -27,6 +40,16 @@ from spreadhook.store import Conflict, NotFound, Store, StoreError
 Clock = Callable[[], dt.datetime]
 
 log = logging.getLogger(__name__)
+
+CONTENTION_SECONDS = 2.0
+"""How long after a conflict this process paces its writes for another writer's sake. A writer that keeps
+losing is invisible to the one that keeps winning; the winner's last conflict is all it knows of the other
+until that one lands a write, which with the pause takes a few writes' time, and makes the winner conflict
+(and pace) again. A few writes' time, because pacing a lone writer costs it throughput."""
+WATCH_WAIT_SECONDS = 0.2
+"""After a conflict, how long to wait for the watch to bring the write that won before reading it afresh."""
+MAX_PAUSE_SECONDS = 0.5
+"""The longest pause between two writes, however slow fresh reads get."""
 
 
 def utcnow() -> dt.datetime:
@@ -57,6 +80,12 @@ class _Group:
     lock: threading.Lock = field(default_factory=threading.Lock)
     queue: list[_Request] = field(default_factory=list)
     busy: bool = False
+    contended_until: float = 0.0
+    """Until when another writer is known to compete for this WorkloadSpread (monotonic clock)."""
+    write_seconds: float = 0.0
+    """How long this process's last write of it took: how late another writer may learn it lost to us."""
+    landed_at: float = 0.0
+    """When this process's last write of it landed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +194,10 @@ class Ledger:
         current = self._newest(ws)
         conflicts = 0
         writing = 0.0
+        if self._pace(group, deadline):
+            with group.lock:  # what arrived during the pause rides along
+                batch += group.queue
+                group.queue = []
         while True:
             status = current.status.clone()
             now = self._clock()
@@ -199,17 +232,42 @@ class Ledger:
                 with group.lock:
                     batch += group.queue
                     group.queue = []
-                fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
+                fresh = self._store.workload_spread_after(ws.namespace, ws.name, current.resource_version,
+                                                          timeout=WATCH_WAIT_SECONDS)
+                if fresh is None or fresh.uid != current.uid:
+                    fresh = self._store.fresh_workload_spread(ws.namespace, ws.name)
                 if fresh is None:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted") from None
+                with group.lock:
+                    group.contended_until = time.monotonic() + CONTENTION_SECONDS
                 current = fresh
                 continue
+            with group.lock:
+                group.landed_at = time.monotonic()
+                group.write_seconds = group.landed_at - started
             writing += time.monotonic() - started
             log.debug("ledger commit", extra={"workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
                                               "writeSeconds": round(writing, 3)})
             self._remember(written)
             self._on_commit(CommitStats(len(batch), conflicts, True, writing))
             return
+
+    @staticmethod
+    def _pace(group: _Group, deadline: float) -> bool:
+        """While another writer competes, wait a moment after our last write before the next one. The other
+        writer's losing attempt was in flight when ours landed and may return up to one write's time later;
+        its retry wins if it is sent within our pause, so a pause of half to one write's time, at random,
+        gives it about an even chance. Whether it waited."""
+        with group.lock:
+            now = time.monotonic()
+            if now >= group.contended_until:
+                return False
+            pause = min(MAX_PAUSE_SECONDS, group.write_seconds * random.uniform(0.5, 1.0))
+            wait = min(group.landed_at + pause, deadline) - now
+        if wait <= 0:
+            return False
+        time.sleep(wait)
+        return True
 
     def _newest(self, ws: WorkloadSpread) -> WorkloadSpread:
         """The newer of the caller's copy and the last one this process wrote (caches lag our own writes)."""

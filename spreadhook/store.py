@@ -74,6 +74,13 @@ class Store(Protocol):
     def fresh_workload_spread(self, namespace: str, name: str) -> WorkloadSpread | None:
         """Read past every cache: used after a conflict, when the cache is known to be stale."""
 
+    def workload_spread_after(
+        self, namespace: str, name: str, resource_version: str, timeout: float
+    ) -> WorkloadSpread | None:
+        """The cached WorkloadSpread once it is newer than ``resource_version``, waiting up to ``timeout`` for
+        the watch to bring it; None if it has not (or the WorkloadSpread is gone). After a conflict, the
+        watch has usually delivered the write that won before a fresh read could even be answered."""
+
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         """Replace the status if ``ws.resource_version`` is still current, else raise ``Conflict``."""
 
@@ -180,6 +187,13 @@ class MemoryStore:
             return self._spreads.get((namespace, name))
 
     fresh_workload_spread = workload_spread
+
+    def workload_spread_after(
+        self, namespace: str, name: str, resource_version: str, timeout: float
+    ) -> WorkloadSpread | None:
+        """This store has no lag to wait out: its copy is the current one."""
+        current = self.workload_spread(namespace, name)
+        return current if current is not None and current.resource_version != resource_version else None
 
     def workload_spread_for(self, target: WorkloadKey) -> WorkloadSpread | None:
         for ws in self.workload_spreads(target.namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import random
 import threading
 import time
 from typing import Any
@@ -88,3 +89,49 @@ def test_a_ledger_that_cannot_commit_before_the_deadline_says_so() -> None:
     assert current is not None
     with pytest.raises(LedgerTimeout):
         Ledger(store).admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 0.2)
+
+
+class SlowApiServer(MemoryStore):
+    """Status writes that take 20-60 ms and fresh reads that take 60 ms, as on a loaded API server (the read
+    sees the object as it was halfway through). Its cache, like a watch that keeps up, is never behind."""
+
+    def write_status(self, ws: Any, status: Any) -> Any:
+        time.sleep(random.uniform(0.02, 0.06))
+        return super().write_status(ws, status)
+
+    def fresh_workload_spread(self, namespace: str, name: str) -> Any:
+        time.sleep(0.03)
+        seen = super().workload_spread(namespace, name)
+        time.sleep(0.03)
+        return seen
+
+
+def test_a_process_that_loses_a_conflict_is_not_starved_by_one_that_keeps_writing() -> None:
+    """Each process's own clients keep its queue full, as kube-apiserver's connections to two replicas do.
+    The process that lost learns it when the winner's next write is already on its way; were it to retry at
+    once from a fresh read, it would lose again and again until its admissions' deadline (measured: all 16
+    of one process's admissions given up, every run, before the winner paced its writes)."""
+    store = SlowApiServer()
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 1000}, {"name": "b"}]))
+    ledgers = [Ledger(store), Ledger(store)]
+    timeouts: list[int] = []
+    lock = threading.Lock()
+
+    def client(process: int, first: int) -> None:
+        for i in range(first, first + 20):
+            current = store.workload_spread("default", "ws")
+            assert current is not None
+            try:
+                ledgers[process].admit(current, pod(f"p-{process}-{i}"), workload_replicas=0,
+                                       deadline=time.monotonic() + 1.5)
+            except LedgerTimeout:
+                with lock:
+                    timeouts.append(process)
+
+    threads = [threading.Thread(target=client, args=(n % 2, 20 * n)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert timeouts == []
+    assert store.conflicts > 0  # the two did compete
