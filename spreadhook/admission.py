@@ -7,9 +7,14 @@ Failure policy, decided here and documented in README:
 * malformed *input* (the pod inside a well-formed review cannot be read) -> the pod is admitted unchanged
   with a warning: the API server validates the pod itself, and refusing would block a workload over a
   problem that is not spreadhook's;
-* spreadhook *cannot decide* (API server unreachable, ledger deadline passed) -> ``Unavailable``, which the
-  server answers with HTTP 503, so the webhook configuration's ``failurePolicy`` decides: ``Ignore`` (the
-  default) creates the pod unchanged and the reconciler counts it afterwards, ``Fail`` refuses it.
+* the ledger cannot record a pod before the deadline (write conflicts under a burst) -> the pod goes to the
+  first schedulable subset without a max, which needs no ledger entry and so can pass no max, with a
+  warning (``spread.admit_unlimited``); failing open instead would leave it without any subset's node
+  selector;
+* spreadhook *cannot decide* (API server unreachable, or a deadline passed with no unlimited subset) ->
+  ``Unavailable``, which the server answers with HTTP 503, so the webhook configuration's ``failurePolicy``
+  decides: ``Ignore`` (the default) creates the pod unchanged and the reconciler counts it afterwards,
+  ``Fail`` refuses it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spreadhook import model, mutation, spread, workloads
-from spreadhook.ledger import Ledger
+from spreadhook.ledger import Ledger, LedgerTimeout
 from spreadhook.model import Obj, WorkloadSpread
 from spreadhook.store import NotFound, Store, StoreError, WorkloadKey
 
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 ADMISSION_API = "admission.k8s.io/v1"
 CONVERSION_API = "apiextensions.k8s.io/v1"
 MAX_WARNING = 120
+ANSWER_MARGIN_SECONDS = 1.0
+"""Kept back from kube-apiserver's timeout: its clock started before ours (TLS, the network, gunicorn's
+queue), and what we decide after it gave up never arrives."""
 
 
 class BadReview(ValueError):
@@ -153,7 +161,7 @@ class Webhook:
 
     def pods(self, review: Review, timeout: float | None = None) -> Verdict:
         """Pod CREATE (choose and reserve a subset), pod DELETE and eviction (give the slot back)."""
-        deadline = time.monotonic() + min(self._budget, timeout if timeout else self._budget)
+        deadline = time.monotonic() + self._time_to_decide(timeout)
         if review.resource != "pods":
             return warn(f"resource {review.resource!r} is not handled; nothing changed", "ignored")
         if review.operation == "CREATE" and not review.sub_resource:
@@ -163,6 +171,13 @@ class Webhook:
         if review.operation == "CREATE" and review.sub_resource == "eviction":
             return self._evict(review, deadline)
         return Verdict(outcome="ignored")
+
+    def _time_to_decide(self, timeout: float | None) -> float:
+        """The budget, within kube-apiserver's timeout less ``ANSWER_MARGIN_SECONDS`` (but never less than
+        half of it): an answer must still reach it, and a fallback given after it stopped waiting is lost."""
+        if not timeout:
+            return self._budget
+        return min(self._budget, max(timeout / 2, timeout - ANSWER_MARGIN_SECONDS))
 
     def _create(self, review: Review, deadline: float) -> Verdict:
         pod = review.object
@@ -182,16 +197,32 @@ class Webhook:
         else:
             try:
                 admission = self._ledger.admit(ws, pod, workload_replicas=replicas, deadline=deadline)
+            except LedgerTimeout as exc:
+                fallback = spread.admit_unlimited(ws, pod, workload_replicas=replicas)
+                if fallback is None or fallback.subset is None:
+                    raise Unavailable(f"WorkloadSpread {ws.key}: cannot record the pod in the ledger: {exc}") from exc
+                log.warning("ledger deadline passed; pod placed in a subset without a max", extra={
+                    "workloadSpread": ws.key, "pod": spread.pod_name(pod), "subset": fallback.subset.name})
+                return self._mutated(pod, ws, fallback, "fallback", [
+                    f"spreadhook: WorkloadSpread {ws.name}: {exc}; placed in subset {fallback.subset.name}, "
+                    "which has no max"])
             except StoreError as exc:
                 raise Unavailable(f"WorkloadSpread {ws.key}: cannot record the pod in the ledger: {exc}") from exc
         if admission.subset is None:
             return warn(f"WorkloadSpread {ws.name}: {admission.reason}; the pod is admitted without a subset",
                         "no-subset")
+        return self._mutated(pod, ws, admission, "dry-run" if review.dry_run else "mutated", [])
+
+    @staticmethod
+    def _mutated(pod: Obj, ws: WorkloadSpread, admission: spread.Admission, outcome: str,
+                 warnings: list[str]) -> Verdict:
+        """The pod patched into the admission's subset."""
+        assert admission.subset is not None
         try:
             _, patch = mutation.mutate(pod, ws, admission.subset, admission.generated_uid)
         except ValueError as exc:  # a patch the API server would refuse; validation should have caught it
             return warn(f"WorkloadSpread {ws.name} subset {admission.subset.name}: {exc}", "patch-error")
-        return Verdict(patch=patch, outcome="dry-run" if review.dry_run else "mutated", subset=admission.subset.name)
+        return Verdict(patch=patch, warnings=warnings, outcome=outcome, subset=admission.subset.name)
 
     def _workload_spread_of(self, pod: Mapping[str, Any], namespace: str) -> WorkloadSpread | None:
         """Walk the owner chain (Pod -> ReplicaSet -> Deployment, Pod -> CloneSet) and look each owner up in

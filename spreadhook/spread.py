@@ -224,6 +224,25 @@ def admit(
     return Admission(None, False, reason="no subset has room: every subset is full or unschedulable")
 
 
+def admit_unlimited(ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int) -> Admission | None:
+    """The first schedulable subset without a max, for a pod whose slot could not be recorded in time; None
+    when there is none (or the spread is a StatefulSet's, whose ordinals fix each pod's subset).
+
+    A subset without a max needs no ledger entry, so no max can be passed by putting a pod there. It is the
+    elastic capacity the spread ends in, and a pod may cost more there than in a subset with room it did not
+    get; but the alternative is failing open, where the pod has no subset's node selector at all, lands
+    wherever the scheduler likes, and once adopted by its node can take a full subset past its max."""
+    if ws.target_ref is not None and ws.target_ref.kind == "StatefulSet":
+        return None
+    statuses = version_ledger(ws, ws.status.clone(), pod_version(pod), workload_replicas)
+    by_name = {s.name: s for s in statuses}
+    for subset in ws.subsets:
+        if subset.max_replicas is None and not by_name[subset.name].is_unschedulable():
+            return Admission(subset, False, reason="the ledger could not record the pod in time; this subset "
+                                                   "has no max")
+    return None
+
+
 def _follow_percentage(subset: Subset, entry: SubsetStatus, workload_replicas: int) -> None:
     """A percentage limit moves with the workload's replica count, and the ledger's ``missingReplicas`` was
     resolved against the count of its last writer: after ``kubectl scale`` from 8 to 16 the pods arrive

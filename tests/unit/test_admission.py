@@ -1,0 +1,75 @@
+"""Pod admission when the ledger cannot record a pod in time: where it goes, and what the webhook says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from spreadhook import admission, model, spread
+from spreadhook.ledger import Ledger
+from spreadhook.store import MemoryStore
+from tests.unit.factories import pod, ws_dict
+
+WORKLOAD = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+            "metadata": {"name": "app", "namespace": "default"}, "spec": {"replicas": 10}}
+
+
+class AnotherWriterAlwaysWins(MemoryStore):
+    """Every status write meets a 409: another writer bumped the resourceVersion just before."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__()
+        self._doc = doc
+        self.apply_workload_spread(doc)
+
+    def write_status(self, ws: Any, status: Any) -> Any:
+        self.apply_workload_spread(self._doc)
+        return super().write_status(ws, status)
+
+
+def webhook_over(subsets: list[dict[str, Any]]) -> admission.Webhook:
+    store = AnotherWriterAlwaysWins(ws_dict(subsets))
+    store.apply_workload(WORKLOAD)
+    return admission.Webhook(store, Ledger(store), budget_seconds=0.3)
+
+
+def create(webhook: admission.Webhook, name: str) -> admission.Verdict:
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "operation": "CREATE", "namespace": "default",
+                        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "object": pod(name), "oldObject": None, "dryRun": False}}
+    return webhook.pods(admission.parse_review(json.dumps(body).encode()))
+
+
+def test_a_pod_whose_slot_cannot_be_recorded_in_time_goes_to_the_first_subset_without_a_max() -> None:
+    webhook = webhook_over([{"name": "local", "maxReplicas": 5}, {"name": "cloud", "maxReplicas": 5},
+                            {"name": "serverless"}])
+    verdict = create(webhook, "app-0")
+    assert verdict.subset == "serverless"
+    assert verdict.outcome == "fallback"
+    assert verdict.warnings and "no max" in verdict.warnings[0]
+    annotation = next(op["value"] for op in verdict.patch if op["path"].startswith("/metadata/annotations"))
+    matched = annotation if isinstance(annotation, str) else annotation[spread.MATCHED_ANNOTATION]
+    assert '"subset":"serverless"' in matched.replace(" ", "")
+
+
+def test_a_subset_without_a_max_marked_unschedulable_is_not_a_fallback() -> None:
+    unschedulable = {"type": "Schedulable", "status": "False", "reason": "PodUnschedulable", "message": "",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    doc = ws_dict([{"name": "local", "maxReplicas": 5}, {"name": "spot"}, {"name": "serverless"}],
+                  status={"versionedSubsetStatuses": {"versionIgnored": [
+                      {"name": "local", "replicas": 0, "missingReplicas": 5},
+                      {"name": "spot", "replicas": 0, "missingReplicas": -1, "conditions": [unschedulable]},
+                      {"name": "serverless", "replicas": 0, "missingReplicas": -1}]}})
+    chosen = spread.admit_unlimited(model.parse(doc), pod("app-0"), workload_replicas=10)
+    assert chosen is not None and chosen.subset is not None
+    assert chosen.subset.name == "serverless" and not chosen.changed
+
+
+def test_without_a_subset_without_a_max_the_webhook_cannot_decide_and_failure_policy_applies() -> None:
+    webhook = webhook_over([{"name": "local", "maxReplicas": 5}, {"name": "cloud", "maxReplicas": 5}])
+    with pytest.raises(admission.Unavailable, match="cannot record the pod in the ledger"):
+        create(webhook, "app-0")
