@@ -73,3 +73,12 @@ def test_without_a_subset_without_a_max_the_webhook_cannot_decide_and_failure_po
     webhook = webhook_over([{"name": "local", "maxReplicas": 5}, {"name": "cloud", "maxReplicas": 5}])
     with pytest.raises(admission.Unavailable, match="cannot record the pod in the ledger"):
         create(webhook, "app-0")
+
+
+@pytest.mark.parametrize(("timeout", "decides_within"), [(None, 8.0), (5.0, 4.0), (10.0, 8.0), (1.0, 0.5)])
+def test_a_decision_keeps_a_second_of_kube_apiservers_timeout_for_the_answer_to_arrive(
+    timeout: float | None, decides_within: float
+) -> None:
+    store = MemoryStore()
+    webhook = admission.Webhook(store, Ledger(store))
+    assert webhook._time_to_decide(timeout) == decides_within
