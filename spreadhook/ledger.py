@@ -53,7 +53,7 @@ until that one lands a write, which with the pause takes a few writes' time, and
 WATCH_WAIT_SECONDS = 0.2
 """After a conflict, how long to wait for the watch to bring the write that won before reading it afresh."""
 MAX_PAUSE_SECONDS = 0.5
-"""The longest pause between two writes, however slow fresh reads get."""
+"""The longest pause between two writes, however slow writes get."""
 
 
 def utcnow() -> dt.datetime:
