@@ -14,7 +14,10 @@ and 256 unless ``--concurrency`` names one):
    clients. Then it waits until the reconciler has written ``controller.kubernetes.io/pod-deletion-cost`` on
    every pod and scales in to 1,000 as the CloneSet controller does: lowest cost first. Caps are counted on
    the pods, and the status is compared with what the pods say, after the burst and after the scale-in;
-2. **without it**: the webhooks unregistered and the ``spreadhook run`` process stopped (the bare control
+2. **through the webhook, with no WorkloadSpread**: the same burst into a fresh namespace that has the CloneSet
+   but no WorkloadSpread, so each pod costs the admission call and nothing of the ledger: the floor that
+   separates what the call costs on this machine from what the ledger costs;
+3. **without it**: the webhooks unregistered and the ``spreadhook run`` process stopped (the bare control
    plane: no admission call, no watch, no reconciler writes), the same burst with the same client code
    (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace. spreadhook is restarted and
    re-registered before the next C, so with and without alternate and see the same cluster.
@@ -253,6 +256,8 @@ class Run:
     pods: int
     with_pods_per_s: float = 0.0
     without_pods_per_s: float = 0.0
+    idle_pods_per_s: float = 0.0
+    """Through the webhook, but into a namespace without a WorkloadSpread: the admission call's own cost."""
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -290,6 +295,10 @@ class Run:
     @property
     def ratio(self) -> float:
         return self.with_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+
+    @property
+    def idle_ratio(self) -> float:
+        return self.idle_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
 
     @property
     def status_writes_per_pod(self) -> float:
@@ -471,19 +480,34 @@ def expected_after_scale_in(limits: Mapping[str, int | None], replicas: int) -> 
     return out
 
 
-def burst_without_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
-    """The baseline: the same client code, pods and concurrency, no webhook and no spreadhook process."""
-    namespace = _fresh_namespace(cp, f"burst-bare-c{run.concurrency}")
+def burst_without_spread(cp: ControlPlane, api: client.ApiClient, prefix: str, run: Run) -> podcreate.PodCreateResult:
+    """The same client code, pods and concurrency into a fresh namespace with the CloneSet but no
+    WorkloadSpread: whatever is registered sees the pods, and no ledger or reconciler has work to do."""
+    namespace = _fresh_namespace(cp, f"{prefix}-c{run.concurrency}")
     try:
         cloneset = apply_scenario(cp, namespace, with_spread=False)
         scale_cloneset(cp, namespace, run.pods)
-        result = podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
-                                       cloneset_pod_factory(cloneset, namespace))
-        run.without_pods_per_s, run.errors_without = result.pods_per_second, result.errors
-        run.client_p50_ms_without, run.client_p99_ms_without = result.p50_ms, result.p99_ms
-        log(f"C={run.concurrency} without webhook: {result.summary()}")
+        return podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
+                                     cloneset_pod_factory(cloneset, namespace))
     finally:
         clean_namespace(cp, api, namespace)
+
+
+def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
+    """The webhook's floor: every pod goes through the admission call (kube-apiserver's webhook client, TLS,
+    gunicorn, the owner lookup) but no WorkloadSpread selects it, so no ledger write or wait. What is lost
+    here against the bare control plane is the call's own cost on this machine, not the ledger's."""
+    result = burst_without_spread(cp, api, "burst-idle", run)
+    run.idle_pods_per_s = result.pods_per_second
+    log(f"C={run.concurrency} through the webhook, no WorkloadSpread: {result.summary()}")
+
+
+def burst_without_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
+    """The baseline: the same client code, pods and concurrency, no webhook and no spreadhook process."""
+    result = burst_without_spread(cp, api, "burst-bare", run)
+    run.without_pods_per_s, run.errors_without = result.pods_per_second, result.errors
+    run.client_p50_ms_without, run.client_p99_ms_without = result.p50_ms, result.p99_ms
+    log(f"C={run.concurrency} without webhook: {result.summary()}")
 
 
 def _wait_webhook_called(cp: ControlPlane, api: client.ApiClient, registered: bool, timeout: float = 30.0) -> None:
@@ -533,6 +557,7 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
                 register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
             _wait_webhook_called(cp, api, registered=True)
             burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
+            burst_through_idle_webhook(cp, api, run, log)
             unregister(cp)
             webhook.stop()
             _wait_webhook_called(cp, api, registered=False)
@@ -566,6 +591,8 @@ def table(runs: list[Run]) -> str:
         ("pods/s with webhook", [_fmt(r.with_pods_per_s) for r in runs], ""),
         ("pods/s without webhook", [_fmt(r.without_pods_per_s) for r in runs], ""),
         ("ratio with/without", [_fmt(r.ratio, 3) for r in runs], ">= 0.8 at C=64"),
+        ("pods/s through webhook, no spread", [_fmt(r.idle_pods_per_s) for r in runs], "the call's floor"),
+        ("ratio no-spread/without", [_fmt(r.idle_ratio, 3) for r in runs], ""),
         ("webhook admission p50 ms", [_fmt(r.p50_ms, 2) for r in runs], ""),
         ("webhook admission p95 ms", [_fmt(r.p95_ms, 2) for r in runs], ""),
         ("webhook admission p99 ms", [_fmt(r.p99_ms, 2) for r in runs], "< 50 at C=64"),
