@@ -496,7 +496,8 @@ def burst_without_spread(cp: ControlPlane, api: client.ApiClient, prefix: str, r
 def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
     """The webhook's floor: every pod goes through the admission call (kube-apiserver's webhook client, TLS,
     gunicorn, the owner lookup) but no WorkloadSpread selects it, so no ledger write or wait. What is lost
-    here against the bare control plane is the call's own cost on this machine, not the ledger's."""
+    here against the bare control plane is the call's own cost on this machine, and that of the process's
+    pod watch sharing its two cores, not the ledger's."""
     result = burst_without_spread(cp, api, "burst-idle", run)
     run.idle_pods_per_s = result.pods_per_second
     log(f"C={run.concurrency} through the webhook, no WorkloadSpread: {result.summary()}")
