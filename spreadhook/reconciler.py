@@ -69,7 +69,8 @@ class Reconciler:
         return lambda api_version, kind, name: self._store.workload(namespace, api_version, kind, name)
 
     def plan(
-        self, ws: WorkloadSpread, pods: list[Obj], *, workload_replicas: int | None = None
+        self, ws: WorkloadSpread, pods: list[Obj], *, workload_replicas: int | None = None,
+        expire_creations: bool = True,
     ) -> spread.ReconcilePlan:
         """What a sync would do with these pods, without doing it."""
         ref = ws.target_ref
@@ -82,6 +83,7 @@ class Reconciler:
             nodes=self._store.nodes(),
             now=self._clock(),
             latest_version=workloads.latest_version(workload, self._replica_sets_of(ws, workload, pods)),
+            expire_creations=expire_creations,
         )
 
     def _replica_sets_of(self, ws: WorkloadSpread, workload: Mapping[str, Any] | None, pods: list[Obj]) -> list[Obj]:
@@ -152,15 +154,21 @@ class Reconciler:
         its watch lags by seconds), and a slot given back for a pod that exists lets one pod too many in.
         Expiries are rare, and the LIST is made at most once per ``FRESH_LIST_INTERVAL_SECONDS``: under a burst
         whose pods fail open, expiries come in every sync, and a LIST of thousands of pods per sync took the
-        CPU the webhook in the same process needed, which made more pods fail open."""
+        CPU the webhook in the same process needed, which made more pods fail open. Until the next LIST is
+        due, the entries stay (their slots held) and the sync comes back when it is."""
         pods = self.governed_pods(ws)
         plan = self.plan(ws, pods, workload_replicas=workload_replicas)
+        if not plan.expired_creations:
+            return pods, plan
         last = self._fresh_listed.get(ws.key)
-        if plan.expired_creations and (last is None or time.monotonic() - last >= FRESH_LIST_INTERVAL_SECONDS):
-            self._fresh_listed[ws.key] = time.monotonic()
-            pods = self.governed_pods(ws, fresh=True)
-            plan = self.plan(ws, pods, workload_replicas=workload_replicas)
-        return pods, plan
+        wait = 0.0 if last is None else last + FRESH_LIST_INTERVAL_SECONDS - time.monotonic()
+        if wait > 0:
+            plan = self.plan(ws, pods, workload_replicas=workload_replicas, expire_creations=False)
+            plan.requeue(dt.timedelta(seconds=wait))
+            return pods, plan
+        self._fresh_listed[ws.key] = time.monotonic()
+        pods = self.governed_pods(ws, fresh=True)
+        return pods, self.plan(ws, pods, workload_replicas=workload_replicas)
 
     def _write_status(
         self, ws: WorkloadSpread, plan: spread.ReconcilePlan, pods: list[Obj], workload_replicas: int | None

@@ -352,12 +352,15 @@ def reconcile(
     nodes: Mapping[str, Mapping[str, Any]],
     now: dt.datetime,
     latest_version: str | None = None,
+    expire_creations: bool = True,
 ) -> ReconcilePlan:
     """Everything the reconciler should make true for ``ws``, given the pods of its workload.
 
     ``pods`` must already be filtered to the workload (and ``targetFilter``); ``nodes`` maps node names to
     Node objects (for adopting pods that were created without the webhook); ``latest_version`` is the
     workload's current pod version (Deployment rollouts), used to reverse the scale-in order of old pods.
+    ``expire_creations=False`` keeps ``creatingPods`` entries past their timeout instead of giving their
+    slots back: for pods that may exist although ``pods`` does not show them (a lagging cache).
     """
     plan = ReconcilePlan(status=WorkloadSpreadStatus(observed_generation=ws.generation))
     by_version: dict[str, list[Mapping[str, Any]]] = {}
@@ -382,13 +385,13 @@ def reconcile(
 
     old = ws.status
     plan.status.subset_statuses = _subset_statuses(
-        ws, old.subset_statuses, everything, workload_replicas, now, plan, overall=True
-    )
+        ws, old.subset_statuses, everything, workload_replicas, now, plan, overall=True,
+        expire_creations=expire_creations)
     for version in sorted(set(grouped) | set(old.versioned_subset_statuses)):
         old_statuses = old.versioned_subset_statuses.get(version, [])
         statuses = _subset_statuses(
-            ws, old_statuses, grouped.get(version, {}), workload_replicas, now, plan, overall=False
-        )
+            ws, old_statuses, grouped.get(version, {}), workload_replicas, now, plan, overall=False,
+            expire_creations=expire_creations)
         if version in grouped or _holds_anything(statuses):
             plan.status.versioned_subset_statuses[version] = statuses
     return plan
@@ -788,13 +791,14 @@ def _subset_statuses(
     plan: ReconcilePlan,
     *,
     overall: bool,
+    expire_creations: bool,
 ) -> list[SubsetStatus]:
     old_by_name = {s.name: s for s in old_statuses}
     statuses = [
         # The webhook records creating/deleting entries in the versioned ledgers only, so their expiry is
         # reported from there; conditions and reschedules are reported from the overall pass.
         _subset_status(subset, old_by_name.get(subset.name), groups.get(subset.name, ()), workload_replicas, now,
-                       plan, report=not overall)
+                       plan, report=not overall, expire_creations=expire_creations)
         for subset in ws.subsets
     ]
     rcs = ws.schedule_strategy.reschedule_seconds
@@ -826,6 +830,7 @@ def _subset_status(
     plan: ReconcilePlan,
     *,
     report: bool,
+    expire_creations: bool,
 ) -> SubsetStatus:
     """``missingReplicas = max - active + recent deletes - recent creates``, clamped as upstream clamps it."""
     limit = _resolve(subset, workload_replicas)
@@ -858,7 +863,7 @@ def _subset_status(
     kept_creating: dict[str, str] = {}
     for key, stamp in creating.items():
         since = parse_time(stamp) or now
-        if since + CREATE_TIMEOUT <= now:
+        if since + CREATE_TIMEOUT <= now and expire_creations:
             if report:
                 plan.expired_creations.append(key)
                 plan.events.append(EventRecord("Warning", "CreatePodFailed", f"Pod {key} was expected to be "

@@ -6,7 +6,7 @@ import datetime as dt
 
 from spreadhook import model, spread
 from spreadhook.model import Obj
-from spreadhook.reconciler import Reconciler
+from spreadhook.reconciler import FRESH_LIST_INTERVAL_SECONDS, Reconciler
 from spreadhook.store import MemoryStore
 from tests.unit.factories import T0, pod, ws_dict
 
@@ -69,6 +69,31 @@ def test_a_slot_whose_pod_never_appeared_is_given_back_after_the_fresh_list_conf
     assert (a.replicas, a.missing_replicas, a.creating_pods) == (0, 1, {})
     assert store.fresh_lists == 1
     assert any(reason == "CreatePodFailed" for _, _, reason, _ in store.events)
+
+
+def test_within_the_fresh_list_interval_a_slot_is_held_rather_than_given_back_on_the_lagging_cache() -> None:
+    """The second expiry within ``FRESH_LIST_INTERVAL_SECONDS`` gets no LIST of its own; were the plan from
+    the cache used then, the slot of a pod that exists but is not delivered yet would be given back."""
+    store = _store_with_old_reservation(unseen=set())
+    reconciler = Reconciler(store, clock=lambda: T0)
+    reconciler.sync("default", "ws")  # the first expiry, confirmed by a LIST: ``p`` never existed
+    ws = store.workload_spread("default", "ws")
+    assert ws is not None
+    stamp = model.format_time(T0 - spread.CREATE_TIMEOUT - dt.timedelta(seconds=1))
+    ledger = [{"name": "a", "replicas": 0, "missingReplicas": 0, "creatingPods": {"r": stamp}},
+              {"name": "b", "replicas": 0, "missingReplicas": -1}]
+    store.write_status(ws, model.parse(ws_dict(LIMITED, status={
+        "observedGeneration": 1, "subsetStatuses": ledger,
+        "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
+    store.unseen = {"r"}
+    store.put_pod(pod("r", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+
+    result = reconciler.sync("default", "ws")
+    a = _subset_a(store)
+    assert (a.missing_replicas, set(a.creating_pods)) == (0, {"r"}), "the slot is still held for r"
+    assert store.fresh_lists == 1
+    assert result is not None and result.requeue_after is not None
+    assert 0 < result.requeue_after <= FRESH_LIST_INTERVAL_SECONDS, "and the sync comes back when a LIST is due"
 
 
 def test_no_fresh_list_is_made_when_no_slot_is_given_back() -> None:
