@@ -317,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--store", choices=("kube", "memory"), default="kube")
         serve.add_argument("--seed", help="with --store memory: a YAML file of WorkloadSpreads and workloads")
         serve.add_argument("--workers", type=int, default=1)
-        serve.add_argument("--threads", type=int, default=64)
+        serve.add_argument("--threads", type=int, default=256,
+                           help="admissions in flight at once: at least the API servers' mutating in-flight "
+                                "limit (200 each) divided by the webhook replicas (default 256)")
         serve.add_argument("--conversion-port", type=int, default=None,
                            help="serve the CRD conversion webhook on this port, from threads of its own")
         serve.add_argument("--log-level", choices=LEVELS, default="info")
