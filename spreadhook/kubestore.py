@@ -24,7 +24,7 @@ from kubernetes import client, config
 
 from spreadhook.model import GROUP, KIND, Obj, WorkloadSpread, WorkloadSpreadStatus, api_group, parse, status_to_dict
 from spreadhook.spread import needs_workload_replicas
-from spreadhook.store import Conflict, NotFound, StoreError, WorkloadKey
+from spreadhook.store import Conflict, NotFound, StoreError, WorkloadKey, version_order
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class KubeStore:
         with self._spread_changed:
             while True:
                 ws = self._parsed.get((namespace, name))
-                if ws is not None and _newer_version(ws.resource_version, resource_version):
+                if ws is not None and version_order(ws.resource_version) > version_order(resource_version):
                     return ws
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -464,14 +464,6 @@ def _ns(obj: Obj) -> str:
 
 def _name(obj: Obj) -> str:
     return str(obj.get("metadata", {}).get("name") or "")
-
-
-def _newer_version(version: str, than: str) -> bool:
-    """resourceVersions are opaque, but etcd's are integers, and only a newer copy can be written on."""
-    try:
-        return int(version) > int(than)
-    except ValueError:
-        return False
 
 
 def _newer(obj: Obj, current: Obj | None) -> bool:

@@ -39,7 +39,7 @@ from typing import Any
 
 from spreadhook import spread
 from spreadhook.model import WorkloadSpread
-from spreadhook.store import Conflict, NotFound, Store, StoreError
+from spreadhook.store import Conflict, NotFound, Store, StoreError, version_order
 
 Clock = Callable[[], dt.datetime]
 
@@ -199,9 +199,7 @@ class Ledger:
         conflicts = 0
         writing = 0.0
         if self._pace(group, deadline):
-            with group.lock:  # what arrived during the pause rides along
-                batch += group.queue
-                group.queue = []
+            self._join_queued(group, batch)  # what arrived during the pause rides along
         while True:
             status = current.status.clone()
             now = self._clock()
@@ -233,9 +231,7 @@ class Ledger:
                 # Another process wrote first. Retrying at once would collide again with its next batch;
                 # a short random pause lets one of the two finish, and what queued meanwhile joins the retry.
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2**conflicts)))
-                with group.lock:
-                    batch += group.queue
-                    group.queue = []
+                self._join_queued(group, batch)
                 fresh = self._store.workload_spread_after(ws.namespace, ws.name, current.resource_version,
                                                           timeout=WATCH_WAIT_SECONDS)
                 if fresh is None or fresh.uid != current.uid:
@@ -255,6 +251,13 @@ class Ledger:
             self._remember(written)
             self._on_commit(CommitStats(len(batch), conflicts, True, writing))
             return
+
+    @staticmethod
+    def _join_queued(group: _Group, batch: list[_Request]) -> None:
+        """Move the requests queued meanwhile into the batch being committed, which answers them too."""
+        with group.lock:
+            batch += group.queue
+            group.queue = []
 
     @staticmethod
     def _pace(group: _Group, deadline: float) -> bool:
@@ -277,7 +280,8 @@ class Ledger:
         """The newer of the caller's copy and the last one this process wrote (caches lag our own writes)."""
         with self._groups_lock:
             mine = self._written.get(ws.key)
-        if mine is None or mine.uid != ws.uid or _version(mine.resource_version) <= _version(ws.resource_version):
+        if (mine is None or mine.uid != ws.uid
+                or version_order(mine.resource_version) <= version_order(ws.resource_version)):
             return ws
         return mine
 
@@ -289,11 +293,3 @@ class Ledger:
         """Drop what this process remembers of a deleted WorkloadSpread."""
         with self._groups_lock:
             self._written.pop(key, None)
-
-
-def _version(resource_version: str) -> int:
-    """resourceVersions are opaque, but etcd's are integers; comparing them is what upstream does too."""
-    try:
-        return int(resource_version)
-    except ValueError:
-        return -1

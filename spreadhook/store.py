@@ -27,6 +27,15 @@ from spreadhook.model import (
 )
 
 
+def version_order(resource_version: str) -> int:
+    """resourceVersions are opaque, but etcd's are integers; comparing them is what upstream does too (and
+    what the ledger and the cache need to tell the newer of two copies). Unreadable ones sort first."""
+    try:
+        return int(resource_version)
+    except ValueError:
+        return -1
+
+
 class StoreError(RuntimeError):
     """The store could not answer (API server unreachable, timeout, forbidden)."""
 
