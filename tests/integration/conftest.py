@@ -162,9 +162,13 @@ def kube(spreadhook: Webhook, controlplane: ControlPlane, k8s_client: ApiClient,
 
 class CloneSetController:
     """What OpenKruise's CloneSet controller does that matters here: set replicas, create pods named
-    ``<cloneset>-<5 random>`` owned by the CloneSet (controller=true) with the template's labels, and on
+    ``<cloneset>-<instance id>`` owned by the CloneSet (controller=true) with the template's labels, and on
     scale-in delete the pods with the lowest ``pod-deletion-cost`` first. Pods are created and deleted
-    from many threads at once, as a burst."""
+    from many threads at once, as a burst.
+
+    Instance ids are unique, as CloneSet's are: it draws ids that no pod of the set holds. Drawing them
+    blindly from 36^5 collides in about 7 % of 3,000-pod bursts, and the refused duplicate's reserved slot
+    is only given back when its creatingPods entry expires, so the retry lands one subset later."""
 
     def __init__(self, kube: Kube, name: str, threads: int = 32) -> None:
         self.kube = kube
@@ -173,6 +177,8 @@ class CloneSetController:
         self.cloneset = kube.custom.get_namespaced_custom_object("apps.kruise.io", "v1alpha1", kube.ns,
                                                                  "clonesets", name)
         self._local = threading.local()
+        self._names_lock = threading.Lock()
+        self._names_taken = {p["metadata"]["name"] for p in kube.pods(f"app={name}")}
 
     def _core(self) -> client.CoreV1Api:
         """One API client per thread: a shared one serialises on its connection pool."""
@@ -182,7 +188,12 @@ class CloneSetController:
 
     def _pod(self) -> Obj:
         template = self.cloneset["spec"]["template"]
-        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        with self._names_lock:
+            while True:
+                suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+                if f"{self.name}-{suffix}" not in self._names_taken:
+                    self._names_taken.add(f"{self.name}-{suffix}")
+                    break
         owner = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": self.name,
                  "uid": self.cloneset["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
         return {"apiVersion": "v1", "kind": "Pod",
@@ -210,7 +221,7 @@ class CloneSetController:
                     self._core().create_namespaced_pod(self.kube.ns, pod)
                     return
                 except client.ApiException as exc:
-                    if exc.status != 409:  # 409: the random name was taken; draw another
+                    if exc.status != 409:  # 409: a pod from elsewhere has the name; draw another
                         raise
 
         self._run(count, create_one)
