@@ -77,7 +77,7 @@ from prometheus_client.parser import text_string_to_metric_families
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import podcreate
+from benchmarks import cpu, podcreate
 from harness import controlplane as cpmod
 from harness.bandwidth import (
     active,
@@ -290,6 +290,10 @@ class Run:
     scale_in_order_ok: bool | None = None
     violations_after_scale_in: int = 0
     status_after_scale_in_s: float | None = None
+    cpu_with: cpu.CpuTimes = field(default_factory=dict)
+    """CPU ms per pod by component during the burst through the webhook (``benchmarks.cpu``)."""
+    cpu_idle: cpu.CpuTimes = field(default_factory=dict)
+    cpu_without: cpu.CpuTimes = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -358,9 +362,10 @@ def burst_with_webhook(cp: ControlPlane, api: client.ApiClient, webhook: Webhook
         cloneset = apply_scenario(cp, namespace, with_spread=True)
         wait_until("WorkloadSpread in the webhook's cache", lambda: _webhook_sees(webhook, namespace), bool, 30, 0.2)
         scale_cloneset(cp, namespace, run.pods)
-        hook_before, api_before = scrape_webhook(webhook), scrape_apiserver(cp)
+        hook_before, api_before, cpu_before = scrape_webhook(webhook), scrape_apiserver(cp), cpu.cpu_seconds()
         result = podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
                                        cloneset_pod_factory(cloneset, namespace))
+        run.cpu_with = cpu.ms_per_pod(cpu.cpu_seconds(), cpu_before, run.pods)
         hook, apis = delta(scrape_webhook(webhook), hook_before), delta(scrape_apiserver(cp), api_before)
         burst_end = time.monotonic()
         run.with_pods_per_s, run.errors_with = result.pods_per_second, result.errors
@@ -480,15 +485,19 @@ def expected_after_scale_in(limits: Mapping[str, int | None], replicas: int) -> 
     return out
 
 
-def burst_without_spread(cp: ControlPlane, api: client.ApiClient, prefix: str, run: Run) -> podcreate.PodCreateResult:
+def burst_without_spread(cp: ControlPlane, api: client.ApiClient, prefix: str, run: Run
+                         ) -> tuple[podcreate.PodCreateResult, cpu.CpuTimes]:
     """The same client code, pods and concurrency into a fresh namespace with the CloneSet but no
-    WorkloadSpread: whatever is registered sees the pods, and no ledger or reconciler has work to do."""
+    WorkloadSpread: whatever is registered sees the pods, and no ledger or reconciler has work to do.
+    Returns the clients' figures and the CPU ms per pod each component spent meanwhile."""
     namespace = _fresh_namespace(cp, f"{prefix}-c{run.concurrency}")
     try:
         cloneset = apply_scenario(cp, namespace, with_spread=False)
         scale_cloneset(cp, namespace, run.pods)
-        return podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
-                                     cloneset_pod_factory(cloneset, namespace))
+        before = cpu.cpu_seconds()
+        result = podcreate.create_pods(str(cp.kubeconfig), namespace, run.pods, run.concurrency,
+                                       cloneset_pod_factory(cloneset, namespace))
+        return result, cpu.ms_per_pod(cpu.cpu_seconds(), before, run.pods)
     finally:
         clean_namespace(cp, api, namespace)
 
@@ -498,14 +507,14 @@ def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, run: Run
     gunicorn, the owner lookup) but no WorkloadSpread selects it, so no ledger write or wait. What is lost
     here against the bare control plane is the call's own cost on this machine, and that of the process's
     pod watch sharing its two cores, not the ledger's."""
-    result = burst_without_spread(cp, api, "burst-idle", run)
+    result, run.cpu_idle = burst_without_spread(cp, api, "burst-idle", run)
     run.idle_pods_per_s = result.pods_per_second
     log(f"C={run.concurrency} through the webhook, no WorkloadSpread: {result.summary()}")
 
 
 def burst_without_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
     """The baseline: the same client code, pods and concurrency, no webhook and no spreadhook process."""
-    result = burst_without_spread(cp, api, "burst-bare", run)
+    result, run.cpu_without = burst_without_spread(cp, api, "burst-bare", run)
     run.without_pods_per_s, run.errors_without = result.pods_per_second, result.errors
     run.client_p50_ms_without, run.client_p99_ms_without = result.p50_ms, result.p99_ms
     log(f"C={run.concurrency} without webhook: {result.summary()}")
@@ -622,6 +631,7 @@ def table(runs: list[Run]) -> str:
                                               else "WRONG" for r in runs], ""),
         ("cap violations after scale-in", [f"{r.violations_after_scale_in}" for r in runs], "0"),
         ("status = pods after scale-in (s)", [_fmt(r.status_after_scale_in_s) for r in runs], ""),
+        *_cpu_rows(runs),
     ]
     header = ("concurrency C", [str(r.concurrency) for r in runs], "target")
     width0 = max(len(r[0]) for r in [header, *rows])
@@ -635,6 +645,17 @@ def table(runs: list[Run]) -> str:
         if run.first_error:
             lines.append(f"C={run.concurrency}: first create error: {run.first_error}")
     return "\n".join(lines)
+
+
+def _cpu_rows(runs: list[Run]) -> list[tuple[str, list[str], str]]:
+    """CPU ms per pod by component, as with / no-spread / without: on a saturated machine pods/s falls by
+    the extra CPU each pod costs, so these say which component pays for the webhook."""
+    def cell(r: Run, component: str | None) -> str:
+        return "/".join(_fmt(sum(t.values()) if component is None else t.get(component), 1) if t else "-"
+                        for t in (r.cpu_with, r.cpu_idle, r.cpu_without))
+
+    rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], "with/no-spread/without") for c in cpu.COMPONENTS]
+    return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], "with/no-spread/without")]
 
 
 def chart(runs: list[Run], path: Path) -> None:
