@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from spreadhook import model, mutation, spread, workloads
 from spreadhook.ledger import Ledger, LedgerTimeout
 from spreadhook.model import Obj, WorkloadSpread
@@ -82,8 +84,8 @@ class Verdict:
 def parse_review(body: bytes) -> Review:
     """Read an AdmissionReview v1 request, or say exactly what is wrong with it."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
+        doc = orjson.loads(body)
+    except ValueError as exc:  # orjson.JSONDecodeError, also for nesting deeper than 1024
         raise BadReview(f"the body is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict):
         raise BadReview("the body must be a JSON object (an AdmissionReview)")
@@ -126,7 +128,7 @@ def review_response(uid: str, verdict: Verdict) -> Obj:
     response: Obj = {"uid": uid, "allowed": verdict.allowed}
     if verdict.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(verdict.patch).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(verdict.patch)).decode()
     if verdict.warnings:
         response["warnings"] = [w if len(w) <= MAX_WARNING else w[: MAX_WARNING - 3] + "..." for w in verdict.warnings]
     if not verdict.allowed:

@@ -9,7 +9,6 @@ than the webhook's whole decision.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import requests
 from kubernetes import client, config
 
@@ -131,7 +131,7 @@ class KubeStore:
             query = [*(query or []), ("fieldManager", FIELD_MANAGER)]
         try:
             response = self.api.session.request(
-                method, self.api.host + path, params=query, data=json.dumps(body) if body is not None else None,
+                method, self.api.host + path, params=query, data=orjson.dumps(body) if body is not None else None,
                 headers={"Content-Type": content_type, **self.api.auth_headers()}, timeout=timeout, stream=stream)
         except requests.RequestException as exc:
             raise StoreError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
@@ -145,7 +145,7 @@ class KubeStore:
             raise StoreError(f"{method} {path}: HTTP {response.status_code}: {message}")
         if stream:
             return response
-        return response.json() if response.content else {}
+        return orjson.loads(response.content) if response.content else {}
 
     # -- caches --------------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class KubeStore:
                     continue
                 if self._stop.is_set():
                     break
-                event = json.loads(line)
+                event = orjson.loads(line)
                 obj = event.get("object") or {}
                 kind = event.get("type")
                 if kind == "ERROR":

@@ -7,7 +7,6 @@ default: group commit batches only within a process, and the work per admission 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 from gunicorn.app.base import BaseApplication
 
@@ -224,7 +224,7 @@ def _timeout_param(value: str) -> float | None:
 
 
 def _json(code: int, body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=code, content_type="application/json")
+    return Response(orjson.dumps(body), status=code, content_type="application/json")
 
 
 def _text(code: int, message: str) -> Response:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from spreadhook import strategic
 from spreadhook.model import (
     CONDITION_SCHEDULABLE,
@@ -100,7 +102,7 @@ def matched(pod: Mapping[str, Any]) -> Matched | None:
     if not raw:
         return None
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except (TypeError, ValueError):
         return None
     if not isinstance(body, dict):
