@@ -24,7 +24,22 @@ log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 10.0
 COALESCE_SECONDS = 0.5
+MAX_COALESCE_SECONDS = 5.0
+SYNC_DUTY_FACTOR = 3.0
 MAX_BACKOFF_SECONDS = 30.0
+
+
+def coalesce_delay(last_sync_seconds: float) -> float:
+    """How long a WorkloadSpread's changes gather before the sync they trigger: at least ``SYNC_DUTY_FACTOR``
+    times its last sync's duration, so the reconciler takes at most about a quarter of the time.
+
+    Under a 3,000-pod burst a sync (a pass over every pod, then a status write that meets the ledger's writes
+    and is rebased and retried) took about half a second, and with a fixed 0.5 s it ran back to back: the
+    reconciler held the interpreter lock for 28 % of the samples, taken from the admissions in the same
+    process, and its writes made the ledger's conflict. Nothing it writes during a burst is urgent (the
+    ledger already counts each admitted pod), and once the burst ends syncs are short again and so is the
+    delay. Capped so that a status never lags the pods by more than a few seconds."""
+    return min(MAX_COALESCE_SECONDS, max(COALESCE_SECONDS, SYNC_DUTY_FACTOR * last_sync_seconds))
 
 
 class Elector(Protocol):
@@ -57,6 +72,8 @@ class Controller:
         self._scheduled: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._sync_seconds: dict[str, float] = {}
+        """WorkloadSpread key -> how long its last sync took (wall clock), which paces the next."""
         self.syncs = 0
 
     def enqueue(self, key: str, delay: float = 0.0) -> None:
@@ -82,7 +99,7 @@ class Controller:
             dirty, self._dirty = self._dirty, set()
         for namespace in dirty:
             for ws in self._store.workload_spreads(namespace):
-                self.enqueue(ws.key, COALESCE_SECONDS)
+                self.enqueue(ws.key, coalesce_delay(self._sync_seconds.get(ws.key, 0.0)))
 
     def _next(self, stop: threading.Event) -> str | None:
         while not stop.is_set():
@@ -117,6 +134,7 @@ class Controller:
 
     def _sync(self, key: str) -> None:
         namespace, _, name = key.partition("/")
+        started = time.monotonic()
         try:
             result = self._reconciler.sync(namespace, name)
         except StoreError as exc:
@@ -130,6 +148,8 @@ class Controller:
             log.exception("sync of WorkloadSpread %s failed unexpectedly", key)
             self.enqueue(key, MAX_BACKOFF_SECONDS)
             return
+        finally:
+            self._sync_seconds[key] = time.monotonic() - started
         self.syncs += 1
         self._failures.pop(key, None)
         if result is not None and result.requeue_after is not None:

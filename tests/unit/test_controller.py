@@ -1,0 +1,64 @@
+"""The reconcile loop's pacing: how soon a change to a namespace's pods is synced after the last sync."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from spreadhook import controller
+from spreadhook.controller import Controller
+from spreadhook.store import MemoryStore
+from tests.unit import factories
+
+
+class TimedReconciler:
+    """Stands in for ``Reconciler``: each sync takes ``seconds`` and records when it started."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: list[float] = []
+        self.synced = threading.Event()
+
+    def sync(self, namespace: str, name: str) -> None:
+        self.started.append(time.monotonic())
+        time.sleep(self.seconds)
+        self.synced.set()
+
+
+def _gap_after_a_change(sync_seconds: float) -> float:
+    """Seconds from the end of one sync to the next, when a pod changes just as the first sync ends."""
+    store = MemoryStore()
+    store.apply_workload_spread(factories.ws_dict([{"name": "a", "maxReplicas": 1}]))
+    reconciler = TimedReconciler(sync_seconds)
+    loop = Controller(store, reconciler, resync_seconds=3600)  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        loop.enqueue("default/ws")
+        assert reconciler.synced.wait(10)
+        reconciler.synced.clear()
+        first_ended = time.monotonic()
+        loop.namespace_changed("default")
+        assert reconciler.synced.wait(10)
+        return reconciler.started[-1] - first_ended
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_a_change_after_a_quick_sync_is_synced_after_the_usual_half_second() -> None:
+    gap = _gap_after_a_change(0.01)
+    assert controller.COALESCE_SECONDS - 0.05 <= gap < 0.9
+
+
+def test_a_change_after_a_slow_sync_waits_three_times_that_sync_so_the_reconciler_yields_to_admissions() -> None:
+    gap = _gap_after_a_change(0.4)
+    assert gap >= 3 * 0.4 - 0.05
+
+
+@pytest.mark.parametrize(("last", "delay"), [(0.0, 0.5), (0.1, 0.5), (0.5, 1.5), (1.0, 3.0), (4.0, 5.0)])
+def test_the_coalescing_delay_is_three_syncs_long_between_half_a_second_and_five(last: float, delay: float) -> None:
+    assert controller.coalesce_delay(last) == pytest.approx(delay)
