@@ -152,7 +152,9 @@ class Controller:
             self._sync_seconds[key] = time.monotonic() - started
         self.syncs += 1
         self._failures.pop(key, None)
-        if result is not None and result.requeue_after is not None:
+        if result is None:  # the WorkloadSpread is gone
+            self._sync_seconds.pop(key, None)
+        elif result.requeue_after is not None:
             self.enqueue(key, result.requeue_after + 0.05)
 
 

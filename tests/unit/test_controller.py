@@ -9,6 +9,7 @@ import pytest
 
 from spreadhook import controller
 from spreadhook.controller import Controller
+from spreadhook.reconciler import SyncResult
 from spreadhook.store import MemoryStore
 from tests.unit import factories
 
@@ -21,10 +22,11 @@ class TimedReconciler:
         self.started: list[float] = []
         self.synced = threading.Event()
 
-    def sync(self, namespace: str, name: str) -> None:
+    def sync(self, namespace: str, name: str) -> SyncResult:
         self.started.append(time.monotonic())
         time.sleep(self.seconds)
         self.synced.set()
+        return SyncResult(status_written=False, adopted=0, costs_patched=0, rescheduled=0, requeue_after=None)
 
 
 def _gap_after_a_change(sync_seconds: float) -> float:
