@@ -338,8 +338,8 @@ def clean_namespace(cp: ControlPlane, api: client.ApiClient, namespace: str, tim
     """Force-delete every pod (kwok need not finish them), delete the namespace, wait until it is gone, so
     the next measurement does not share the machine with this one's garbage."""
     core = client.CoreV1Api(api)
-    # The answer lists every deleted pod (megabytes for 3,000): not read, and a connection broken while it
-    # streams (seen once) changes nothing, since the namespace deletion below removes whatever is left.
+    # The answer lists every deleted pod (megabytes for 3,000) and is drained unparsed; a connection broken
+    # while it streams (seen once) changes nothing, since the namespace deletion below removes what is left.
     with contextlib.suppress(client.ApiException, urllib3.exceptions.HTTPError):
         _drain(core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0, _request_timeout=timeout,
                                                      _preload_content=False))
