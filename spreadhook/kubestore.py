@@ -470,10 +470,8 @@ def _newer(obj: Obj, current: Obj | None) -> bool:
     """Keep the newer of two copies: our own writes land in the cache before their watch events do."""
     if current is None:
         return True
-    try:
-        return int(obj["metadata"]["resourceVersion"]) >= int(current["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return True
+    new, old = (version_order(str((o.get("metadata") or {}).get("resourceVersion"))) for o in (obj, current))
+    return new < 0 or old < 0 or new >= old  # an unreadable version cannot be ordered: take the copy that came
 
 
 # -- leader election ------------------------------------------------------------------------------------
