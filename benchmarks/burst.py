@@ -17,8 +17,12 @@ and 256 unless ``--concurrency`` names one):
 2. **through the webhook, with no WorkloadSpread**: the same burst into a fresh namespace that has the CloneSet
    but no WorkloadSpread, so each pod costs the admission call and nothing of the ledger: the floor that
    separates what the call costs on this machine from what the ledger costs;
-3. **without it**: the webhooks unregistered and the ``spreadhook run`` process stopped (the bare control
-   plane: no admission call, no watch, no reconciler writes), the same burst with the same client code
+3. **through a null webhook**: spreadhook stopped and ``benchmarks/nullhook`` (a Go webhook from the
+   standard library that decodes each review and admits the pod unchanged, built here with ``go``)
+   registered in its place, the same burst into a fresh namespace: what any webhook costs on this machine
+   before it decides anything, the hardware's floor under the call floor of step 2;
+4. **without it**: the webhooks unregistered and no webhook process running (the bare control plane: no
+   admission call, no watch, no reconciler writes), the same burst with the same client code
    (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace. spreadhook is restarted and
    re-registered before the next C, so with and without alternate and see the same cluster.
 
@@ -91,12 +95,14 @@ from harness.bandwidth import (
     subset_counts,
     subset_limits,
 )
+from harness.build import go_executable
 from harness.controlplane import ControlPlane
 from harness.install import Webhook, apply_base, free_port, register, unregister
 from spreadhook import certs
 
 COST = "controller.kubernetes.io/pod-deletion-cost"
 WEBHOOK_NAME = "mpod.spreadhook.io"
+NULLHOOK_SOURCE = Path(__file__).resolve().parent / "nullhook"
 DEFAULT_CONCURRENCY = (16, 64, 256)
 TARGETS = {"ratio": 0.8, "p99_ms": 50.0, "status_writes_per_pod": 0.2, "violations": 0}
 Log = Callable[[str], None]
@@ -259,6 +265,12 @@ class Run:
     without_pods_per_s: float = 0.0
     idle_pods_per_s: float = 0.0
     """Through the webhook, but into a namespace without a WorkloadSpread: the admission call's own cost."""
+    idle_p50_ms: float | None = None
+    idle_p99_ms: float | None = None
+    null_pods_per_s: float = 0.0
+    """Through ``benchmarks/nullhook`` instead of spreadhook: what any webhook call costs this machine."""
+    null_apiserver_p50_ms: float | None = None
+    null_apiserver_p99_ms: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -294,6 +306,7 @@ class Run:
     cpu_with: cpu.CpuTimes = field(default_factory=dict)
     """CPU ms per pod by component during the burst through the webhook (``benchmarks.cpu``)."""
     cpu_idle: cpu.CpuTimes = field(default_factory=dict)
+    cpu_null: cpu.CpuTimes = field(default_factory=dict)
     cpu_without: cpu.CpuTimes = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -304,6 +317,10 @@ class Run:
     @property
     def idle_ratio(self) -> float:
         return self.idle_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+
+    @property
+    def null_ratio(self) -> float:
+        return self.null_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
 
     @property
     def status_writes_per_pod(self) -> float:
@@ -417,9 +434,7 @@ def _wait_status(api: client.ApiClient, namespace: str, limits: Mapping[str, int
 def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     buckets = histogram(hook, "spreadhook_admission_duration_seconds", endpoint="pods", operation="CREATE")
     run.p50_ms, run.p95_ms, run.p99_ms = (quantile_ms(buckets, q) for q in (0.5, 0.95, 0.99))
-    server = histogram(apis, "apiserver_admission_webhook_admission_duration_seconds", name=WEBHOOK_NAME,
-                       operation="CREATE")
-    run.apiserver_p50_ms, run.apiserver_p99_ms = quantile_ms(server, 0.5), quantile_ms(server, 0.99)
+    run.apiserver_p50_ms, run.apiserver_p99_ms = apiserver_seen_ms(apis)
     run.admitted = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
                              outcome="mutated"))
     run.ledger_writes = int(total(hook, "spreadhook_ledger_status_writes_total"))
@@ -435,6 +450,13 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.conversions = int(total(apis, "apiserver_crd_conversion_webhook_duration_seconds_count"))
     seconds = total(apis, "apiserver_crd_conversion_webhook_duration_seconds_sum")
     run.conversion_ms = seconds * 1000 / run.conversions if run.conversions else 0.0
+
+
+def apiserver_seen_ms(apis: Samples) -> tuple[float | None, float | None]:
+    """p50 and p99 of the pod webhook's CREATE calls as kube-apiserver timed them (coarse buckets)."""
+    server = histogram(apis, "apiserver_admission_webhook_admission_duration_seconds", name=WEBHOOK_NAME,
+                       operation="CREATE")
+    return quantile_ms(server, 0.5), quantile_ms(server, 0.99)
 
 
 def _scale_in(cp: ControlPlane, api: client.ApiClient, namespace: str, pods: list[dict[str, Any]], run: Run,
@@ -506,14 +528,62 @@ def burst_without_spread(cp: ControlPlane, api: client.ApiClient, prefix: str, r
         clean_namespace(cp, api, namespace)
 
 
-def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
+def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, webhook: Webhook, run: Run,
+                               log: Log) -> None:
     """The webhook's floor: every pod goes through the admission call (kube-apiserver's webhook client, TLS,
     gunicorn, the owner lookup) but no WorkloadSpread selects it, so no ledger write or wait. What is lost
     here against the bare control plane is the call's own cost on this machine, and that of the process's
     pod watch sharing its two cores, not the ledger's."""
+    before = scrape_webhook(webhook)
     result, run.cpu_idle = burst_without_spread(cp, api, "burst-idle", run)
+    buckets = histogram(delta(scrape_webhook(webhook), before), "spreadhook_admission_duration_seconds",
+                        endpoint="pods", operation="CREATE")
     run.idle_pods_per_s = result.pods_per_second
+    run.idle_p50_ms, run.idle_p99_ms = quantile_ms(buckets, 0.5), quantile_ms(buckets, 0.99)
     log(f"C={run.concurrency} through the webhook, no WorkloadSpread: {result.summary()}")
+
+
+@dataclass
+class NullWebhook(Webhook):
+    """``benchmarks/nullhook`` serving on loopback with spreadhook's certificates, under spreadhook's
+    registration (so kube-apiserver calls it exactly as it calls spreadhook)."""
+
+    binary: Path = Path()
+    name: str = "nullhook"
+
+    def server_command(self, subcommand: str = "run") -> list[str]:
+        return [str(self.binary), "-addr", f"127.0.0.1:{self.port}", "-cert", str(self.cert_dir / certs.TLS_CRT),
+                "-key", str(self.cert_dir / certs.TLS_KEY)]
+
+
+def build_nullhook(directory: Path) -> Path:
+    """``go build`` of benchmarks/nullhook (standard library only: no module download) into DIRECTORY."""
+    binary = directory / "nullhook"
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    proc = subprocess.run([go_executable(), "build", "-o", str(binary), "."], cwd=NULLHOOK_SOURCE, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"go build of {NULLHOOK_SOURCE} failed: {proc.stderr[-2000:]}")
+    return binary
+
+
+def burst_through_null_webhook(cp: ControlPlane, api: client.ApiClient, null: NullWebhook, ca_pem: bytes, run: Run,
+                               log: Log) -> None:
+    """The hardware's floor: the same burst through a webhook that decides nothing and costs next to no CPU
+    itself, so what is lost against the bare control plane is kube-apiserver's side of any webhook call."""
+    null.start()
+    try:
+        register(cp, null.url, ca_pem)
+        _wait_webhook_called(cp, api, registered=True)
+        before = scrape_apiserver(cp)
+        result, run.cpu_null = burst_without_spread(cp, api, "burst-null", run)
+        run.null_pods_per_s = result.pods_per_second
+        run.null_apiserver_p50_ms, run.null_apiserver_p99_ms = apiserver_seen_ms(delta(scrape_apiserver(cp), before))
+        log(f"C={run.concurrency} through the null webhook: {result.summary()}")
+    finally:
+        unregister(cp)
+        null.stop()
+    _wait_webhook_called(cp, api, registered=False)
 
 
 def burst_without_webhook(cp: ControlPlane, api: client.ApiClient, run: Run, log: Log) -> None:
@@ -563,6 +633,7 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         webhook = (ServeOnly if split else Webhook)(cp, workdir, free_port(), workdir / "certs")
         webhook.start()
         register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
+        null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=build_nullhook(workdir))
         for concurrency in concurrencies:
             run = Run(concurrency, pods)
             runs.append(run)
@@ -571,10 +642,11 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
                 register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
             _wait_webhook_called(cp, api, registered=True)
             burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
-            burst_through_idle_webhook(cp, api, run, log)
+            burst_through_idle_webhook(cp, api, webhook, run, log)
             unregister(cp)
             webhook.stop()
             _wait_webhook_called(cp, api, registered=False)
+            burst_through_null_webhook(cp, api, null, ca_pem, run, log)
             burst_without_webhook(cp, api, run, log)
         if webhook.alive():
             webhook.stop()
@@ -607,6 +679,12 @@ def table(runs: list[Run]) -> str:
         ("ratio with/without", [_fmt(r.ratio, 3) for r in runs], ">= 0.8 at C=64"),
         ("pods/s through webhook, no spread", [_fmt(r.idle_pods_per_s) for r in runs], "the call's floor"),
         ("ratio no-spread/without", [_fmt(r.idle_ratio, 3) for r in runs], ""),
+        ("no-spread admission p50/p99 ms", [f"{_fmt(r.idle_p50_ms, 2)}/{_fmt(r.idle_p99_ms, 2)}" for r in runs],
+         "webhook histogram"),
+        ("pods/s through a null Go webhook", [_fmt(r.null_pods_per_s) for r in runs], "any webhook's floor"),
+        ("ratio null/without", [_fmt(r.null_ratio, 3) for r in runs], ""),
+        ("apiserver-seen null p50/p99 ms",
+         [f"{_fmt(r.null_apiserver_p50_ms)}/{_fmt(r.null_apiserver_p99_ms)}" for r in runs], "coarse buckets"),
         ("webhook admission p50 ms", [_fmt(r.p50_ms, 2) for r in runs], ""),
         ("webhook admission p95 ms", [_fmt(r.p95_ms, 2) for r in runs], ""),
         ("webhook admission p99 ms", [_fmt(r.p99_ms, 2) for r in runs], "< 50 at C=64"),
@@ -656,10 +734,11 @@ def _cpu_rows(runs: list[Run]) -> list[tuple[str, list[str], str]]:
     the extra CPU each pod costs, so these say which component pays for the webhook."""
     def cell(r: Run, component: str | None) -> str:
         return "/".join(_fmt(sum(t.values()) if component is None else t.get(component), 1) if t else "-"
-                        for t in (r.cpu_with, r.cpu_idle, r.cpu_without))
+                        for t in (r.cpu_with, r.cpu_idle, r.cpu_null, r.cpu_without))
 
-    rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], "with/no-spread/without") for c in cpu.COMPONENTS]
-    return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], "with/no-spread/without")]
+    columns = "with/no-spread/null/without"
+    rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], columns) for c in cpu.COMPONENTS]
+    return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], columns)]
 
 
 def chart(runs: list[Run], path: Path) -> None:

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 import psutil
 
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok", "spreadhook",
-              "clients")
-"""What the per-pod figures are broken down by; "clients" is the benchmark process (its create threads)."""
+              "nullhook", "clients")
+"""What the per-pod figures are broken down by; "clients" is the benchmark process (its create threads),
+"nullhook" the benchmark's do-nothing Go webhook (``benchmarks/nullhook``)."""
 
 CpuTimes = dict[str, float]
 

@@ -1,0 +1,3 @@
+module spreadhook.io/benchmarks/nullhook
+
+go 1.22
