@@ -155,16 +155,17 @@ class Reconciler:
         Expiries are rare, and the LIST is made at most once per ``FRESH_LIST_INTERVAL_SECONDS``: under a burst
         whose pods fail open, expiries come in every sync, and a LIST of thousands of pods per sync took the
         CPU the webhook in the same process needed, which made more pods fail open. Until the next LIST is
-        due, the entries stay (their slots held) and the sync comes back when it is."""
+        due, the entries stay (their slots held) and the sync comes back when it is: the plan is made once,
+        holding them, rather than made to expire them and then again to hold them (each plan is a pass over
+        every pod, thousands under a burst)."""
         pods = self.governed_pods(ws)
-        plan = self.plan(ws, pods, workload_replicas=workload_replicas)
-        if not plan.expired_creations:
-            return pods, plan
         last = self._fresh_listed.get(ws.key)
         wait = 0.0 if last is None else last + FRESH_LIST_INTERVAL_SECONDS - time.monotonic()
-        if wait > 0:
-            plan = self.plan(ws, pods, workload_replicas=workload_replicas, expire_creations=False)
+        plan = self.plan(ws, pods, workload_replicas=workload_replicas, expire_creations=wait <= 0)
+        if plan.overdue_creations:
             plan.requeue(dt.timedelta(seconds=wait))
+            return pods, plan
+        if not plan.expired_creations:
             return pods, plan
         self._fresh_listed[ws.key] = time.monotonic()
         pods = self.governed_pods(ws, fresh=True)

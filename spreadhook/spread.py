@@ -339,6 +339,8 @@ class ReconcilePlan:
     expired_creations: list[str] = field(default_factory=list)
     """``creatingPods`` keys given back because no pod with that key was among the pods given: a slot freed
     for good on the word of the pod list, which the caller should therefore make sure is not lagging."""
+    overdue_creations: list[str] = field(default_factory=list)
+    """With ``expire_creations=False``: the keys that would have been given back, kept (slots held) instead."""
 
     def requeue(self, delay: dt.timedelta) -> None:
         seconds = delay.total_seconds()
@@ -865,13 +867,16 @@ def _subset_status(
     kept_creating: dict[str, str] = {}
     for key, stamp in creating.items():
         since = parse_time(stamp) or now
-        if since + CREATE_TIMEOUT <= now and expire_creations:
+        overdue = since + CREATE_TIMEOUT <= now
+        if overdue and expire_creations:
             if report:
                 plan.expired_creations.append(key)
                 plan.events.append(EventRecord("Warning", "CreatePodFailed", f"Pod {key} was expected to be "
                                                f"created in subset {subset.name} but it wasn't seen within "
                                                f"{int(CREATE_TIMEOUT.total_seconds())}s; its slot is given back"))
             continue
+        if overdue and report:
+            plan.overdue_creations.append(key)
         kept_creating[key] = stamp
         if missing > 0:
             missing -= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from spreadhook import model, spread
-from spreadhook.model import Obj
+from spreadhook.model import Obj, WorkloadSpread
 from spreadhook.reconciler import FRESH_LIST_INTERVAL_SECONDS, Reconciler
 from spreadhook.store import MemoryStore
 from tests.unit.factories import T0, pod, ws_dict
@@ -71,12 +71,26 @@ def test_a_slot_whose_pod_never_appeared_is_given_back_after_the_fresh_list_conf
     assert any(reason == "CreatePodFailed" for _, _, reason, _ in store.events)
 
 
-def test_within_the_fresh_list_interval_a_slot_is_held_rather_than_given_back_on_the_lagging_cache() -> None:
+class CountingReconciler(Reconciler):
+    """Counts its plans: each is a pass over every pod of the workload."""
+
+    plans = 0
+
+    def plan(self, ws: WorkloadSpread, pods: list[Obj], *, workload_replicas: int | None = None,
+             expire_creations: bool = True) -> spread.ReconcilePlan:
+        self.plans += 1
+        return super().plan(ws, pods, workload_replicas=workload_replicas, expire_creations=expire_creations)
+
+
+def test_within_the_fresh_list_interval_a_slot_is_held_in_one_plan_rather_than_given_back_on_the_lagging_cache(
+) -> None:
     """The second expiry within ``FRESH_LIST_INTERVAL_SECONDS`` gets no LIST of its own; were the plan from
-    the cache used then, the slot of a pod that exists but is not delivered yet would be given back."""
+    the cache used then, the slot of a pod that exists but is not delivered yet would be given back. Holding
+    it takes one plan, not one to find the expiry and another to hold it."""
     store = _store_with_old_reservation(unseen=set())
-    reconciler = Reconciler(store, clock=lambda: T0)
+    reconciler = CountingReconciler(store, clock=lambda: T0)
     reconciler.sync("default", "ws")  # the first expiry, confirmed by a LIST: ``p`` never existed
+    assert reconciler.plans == 2, "a plan on the cache, then one on the LIST"
     ws = store.workload_spread("default", "ws")
     assert ws is not None
     stamp = model.format_time(T0 - spread.CREATE_TIMEOUT - dt.timedelta(seconds=1))
@@ -92,6 +106,7 @@ def test_within_the_fresh_list_interval_a_slot_is_held_rather_than_given_back_on
     a = _subset_a(store)
     assert (a.missing_replicas, set(a.creating_pods)) == (0, {"r"}), "the slot is still held for r"
     assert store.fresh_lists == 1
+    assert reconciler.plans == 3, "one plan for the second sync"
     assert result is not None and result.requeue_after is not None
     assert 0 < result.requeue_after <= FRESH_LIST_INTERVAL_SECONDS, "and the sync comes back when a LIST is due"
 
