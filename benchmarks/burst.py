@@ -284,6 +284,8 @@ class Run:
     errors_without: int = 0
     first_error: str = ""
     admitted: int = 0
+    fallbacks: int = 0
+    """Pods the ledger could not record before the deadline, placed in the first subset without a max."""
     ledger_writes: int = 0
     status_puts: int = 0
     conflicts: int = 0
@@ -437,6 +439,8 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.apiserver_p50_ms, run.apiserver_p99_ms = apiserver_seen_ms(apis)
     run.admitted = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
                              outcome="mutated"))
+    run.fallbacks = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
+                              outcome="fallback"))
     run.ledger_writes = int(total(hook, "spreadhook_ledger_status_writes_total"))
     run.conflicts = int(total(hook, "spreadhook_ledger_conflicts_total"))
     batches = total(hook, "spreadhook_ledger_commit_batch_size_count")
@@ -696,6 +700,7 @@ def table(runs: list[Run]) -> str:
         ("client create p99 ms without", [_fmt(r.client_p99_ms_without) for r in runs], ""),
         ("create errors with/without", [f"{r.errors_with}/{r.errors_without}" for r in runs], ""),
         ("pods admitted into a subset", [f"{r.admitted}" for r in runs], ""),
+        ("pods past the ledger deadline", [f"{r.fallbacks}" for r in runs], "put where no max applies"),
         ("ledger status writes", [f"{r.ledger_writes}" for r in runs], ""),
         ("ledger writes per admitted pod", [_fmt(r.status_writes_per_pod, 4) for r in runs], "< 0.2"),
         ("mean group-commit batch", [_fmt(r.mean_batch) for r in runs], ""),
