@@ -92,6 +92,10 @@ class ControlPlane:
     bin_dir: Path = field(default_factory=build.bin_dir)
     name: str = CLUSTER_NAME
     webhook_host: str = LOOPBACK
+    flow_control: bool = False
+    """kube-apiserver with API Priority and Fairness and its inflight limits on, as every real cluster runs
+    it, and kcm and the scheduler with their client QPS limits. Off by default: a burst should measure
+    spreadhook, not throttling. On only to test what spreadhook declares to APF (deploy/flowcontrol.yaml)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -215,9 +219,10 @@ def kwokctl_config() -> dict[str, Any]:
 
 
 def kwokctl_create_args(cp: ControlPlane) -> list[str]:
-    """`kwokctl create cluster` flags: local binaries, real admission + RBAC, no throttling."""
+    """`kwokctl create cluster` flags: local binaries, real admission + RBAC, no throttling (unless
+    ``cp.flow_control``)."""
     b = cp.bin_dir
-    return [
+    args = [
         str(b / "kwokctl"),
         f"--name={cp.name}",
         "create",
@@ -237,6 +242,7 @@ def kwokctl_create_args(cp: ControlPlane) -> list[str]:
         "--wait=0s",
         "--timeout=3m",
     ]
+    return [a for a in args if a != "--disable-qps-limits"] if cp.flow_control else args
 
 
 def _run_kwokctl(cp: ControlPlane, args: Sequence[str], timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
@@ -313,10 +319,10 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def up(directory: Path | None = None, log: Log = _stderr_log) -> ControlPlane:
+def up(directory: Path | None = None, log: Log = _stderr_log, *, flow_control: bool = False) -> ControlPlane:
     """Build what is missing, start the control plane (or reuse the running one), register nodes."""
     bin_dir = build.ensure_binaries(log)
-    cp = ControlPlane((directory or default_dir()).resolve(), bin_dir)
+    cp = ControlPlane((directory or default_dir()).resolve(), bin_dir, flow_control=flow_control)
     cp.directory.mkdir(parents=True, exist_ok=True)
     with _dir_lock(cp.directory):
         if cp.is_running():

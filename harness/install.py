@@ -115,8 +115,9 @@ class Webhook:
 
 
 def apply_base(cp: ControlPlane) -> None:
-    """Namespace, CRD and RBAC from deploy/, and the upstream CloneSet CRD for the CloneSet scenarios."""
-    for name in ("namespace.yaml", "crd.yaml", "rbac.yaml"):
+    """Namespace, CRD, RBAC and flow control from deploy/, and the upstream CloneSet CRD for the CloneSet
+    scenarios."""
+    for name in ("namespace.yaml", "crd.yaml", "rbac.yaml", "flowcontrol.yaml"):
         if name == "crd.yaml":
             cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_crd_keeping_url(cp))
         else:

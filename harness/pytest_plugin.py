@@ -121,13 +121,25 @@ def controlplane() -> Iterator[ControlPlane]:
     if reused is not None:
         yield reused
         return
+    yield from _private_controlplane(flow_control=False)
+
+
+@pytest.fixture(scope="module")
+def flow_controlled_controlplane() -> Iterator[ControlPlane]:
+    """A second control plane, with API Priority and Fairness on as in every real cluster (the session's has
+    it off so that bursts measure spreadhook, not throttling); for the tests of deploy/flowcontrol.yaml."""
+    yield from _private_controlplane(flow_control=True)
+
+
+def _private_controlplane(*, flow_control: bool) -> Iterator[ControlPlane]:
+    """Start a control plane in a temporary directory; always stopped (finalizer, atexit, signals, watchdog)."""
     _ensure_binaries_or_skip()
     directory = cpmod.temporary_dir()
     teardown = _Teardown(directory)
     teardown.install()
     cpmod.start_watchdog(directory, os.getpid())
     try:
-        yield cpmod.up(directory)
+        yield cpmod.up(directory, flow_control=flow_control)
     finally:
         teardown()
         teardown.uninstall()

@@ -68,7 +68,8 @@ def _webhooks() -> dict[str, Obj]:
 
 
 def test_contract_paths_exist() -> None:
-    for name in ("namespace", "crd", "rbac", "deployment", "service", "pdb", "webhooks", "kustomization"):
+    for name in ("namespace", "crd", "rbac", "deployment", "service", "pdb", "webhooks", "flowcontrol",
+                 "kustomization"):
         assert (DEPLOY / f"{name}.yaml").is_file(), name
     assert (DEPLOY / "strict" / "kustomization.yaml").is_file()
     assert (DEPLOY / "testing" / "cloneset-crd.yaml").is_file()
@@ -419,6 +420,20 @@ def test_rbac_least_privilege() -> None:
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         subject = _one("rbac.yaml", kind)["subjects"][0]
         assert subject == {"kind": "ServiceAccount", "name": SVC, "namespace": NS}
+
+
+def test_flow_schema_puts_the_deployments_service_account_in_a_priority_level_that_lends_no_seats() -> None:
+    """deploy/flowcontrol.yaml explains why; the live classification is tested in tests/integration."""
+    level = _one("flowcontrol.yaml", "PriorityLevelConfiguration")
+    schema = _one("flowcontrol.yaml", "FlowSchema")
+    pod_spec = _one("deployment.yaml", "Deployment")["spec"]["template"]["spec"]
+    assert schema["spec"]["priorityLevelConfiguration"]["name"] == level["metadata"]["name"]
+    assert level["spec"]["type"] == "Limited" and level["spec"]["limited"]["lendablePercent"] == 0
+    assert 900 < schema["spec"]["matchingPrecedence"] < 9000, "after the system schemas, before service-accounts"
+    [rule] = schema["spec"]["rules"]
+    assert rule["subjects"] == [{"kind": "ServiceAccount", "serviceAccount": {
+        "name": pod_spec["serviceAccountName"], "namespace": NS}}]
+    assert rule["resourceRules"][0]["verbs"] == ["*"] and rule["resourceRules"][0]["clusterScope"] is True
 
 
 def test_deployment_hardening_and_contract() -> None:
