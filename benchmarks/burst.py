@@ -434,7 +434,7 @@ def _wait_status(api: client.ApiClient, namespace: str, limits: Mapping[str, int
 
 
 def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
-    buckets = histogram(hook, "spreadhook_admission_duration_seconds", endpoint="pods", operation="CREATE")
+    buckets = webhook_seen_buckets(hook)
     run.p50_ms, run.p95_ms, run.p99_ms = (quantile_ms(buckets, q) for q in (0.5, 0.95, 0.99))
     run.apiserver_p50_ms, run.apiserver_p99_ms = apiserver_seen_ms(apis)
     run.admitted = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
@@ -454,6 +454,11 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.conversions = int(total(apis, "apiserver_crd_conversion_webhook_duration_seconds_count"))
     seconds = total(apis, "apiserver_crd_conversion_webhook_duration_seconds_sum")
     run.conversion_ms = seconds * 1000 / run.conversions if run.conversions else 0.0
+
+
+def webhook_seen_buckets(hook: Samples) -> list[tuple[float, float]]:
+    """The pod CREATE admissions in spreadhook's own histogram (fine buckets, from 0.5 ms)."""
+    return histogram(hook, "spreadhook_admission_duration_seconds", endpoint="pods", operation="CREATE")
 
 
 def apiserver_seen_ms(apis: Samples) -> tuple[float | None, float | None]:
@@ -540,8 +545,7 @@ def burst_through_idle_webhook(cp: ControlPlane, api: client.ApiClient, webhook:
     pod watch sharing its two cores, not the ledger's."""
     before = scrape_webhook(webhook)
     result, run.cpu_idle = burst_without_spread(cp, api, "burst-idle", run)
-    buckets = histogram(delta(scrape_webhook(webhook), before), "spreadhook_admission_duration_seconds",
-                        endpoint="pods", operation="CREATE")
+    buckets = webhook_seen_buckets(delta(scrape_webhook(webhook), before))
     run.idle_pods_per_s = result.pods_per_second
     run.idle_p50_ms, run.idle_p99_ms = quantile_ms(buckets, 0.5), quantile_ms(buckets, 0.99)
     log(f"C={run.concurrency} through the webhook, no WorkloadSpread: {result.summary()}")
