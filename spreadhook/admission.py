@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,14 +152,12 @@ class Webhook:
         ledger: Ledger,
         *,
         custom_workloads: Iterable[workloads.CustomWorkload] = (),
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         budget_seconds: float = 8.0,
     ) -> None:
         self._store = store
         self._ledger = ledger
         self._custom = tuple(custom_workloads)
         self._kinds = workloads.known_kinds(self._custom)
-        self._clock = clock
         self._budget = budget_seconds
 
     # -- pods ----------------------------------------------------------------------------------------
@@ -198,8 +195,7 @@ class Webhook:
             return Verdict(outcome="ignored")
         replicas = self._workload_replicas(ws) if spread.needs_workload_replicas(ws) else 0
         if review.dry_run:
-            admission = spread.admit(ws, ws.status.clone(), pod, workload_replicas=replicas, now=self._clock(),
-                                     new_uid=lambda: "dry-run")
+            admission = self._ledger.preview(ws, pod, workload_replicas=replicas)
         else:
             try:
                 admission = self._ledger.admit(ws, pod, workload_replicas=replicas, deadline=deadline)

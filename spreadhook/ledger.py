@@ -23,16 +23,36 @@ open). Two things take the loser's handicap away:
 
 Where even that is not enough (a bad run still had one batch meet 14 conflicts), ``LedgerTimeout`` lets the
 admission place the pod where no max can be passed (``spread.admit_unlimited``).
+
+**Slots reserved ahead** (``reserve=True``, what ``serve`` and ``run`` use). Under a burst every admission
+above waited for a status write, which a saturated kube-apiserver takes a quarter of a second to make (and
+seconds at C=256, past the decision deadline). So while a burst lasts this process also writes entries for
+pods that have not arrived yet (``spread.reserve_ahead``), as many as it expects in the next few writes'
+time, refilled from a background thread before they run out, and hands them to the next pods without a
+write. A reserved slot is in the status before any pod takes it, so nothing here trusts memory: a process
+that dies with slots in hand leaves entries the reconciler gives back after ``spread.CREATE_TIMEOUT``. Three
+rules keep the placement exactly what one write per pod would give:
+
+* a reserved slot is taken only where ``spread.admit`` would put the pod now
+  (``spread.may_take_reserved``), and the slots are taken in subset order;
+* slots are used for ``RESERVE_LIFETIME_SECONDS`` at most and returned once idle for
+  ``RESERVE_IDLE_SECONDS`` (``spread.give_back``), so a pod's create has nearly the whole
+  ``CREATE_TIMEOUT`` to land and the room is back for the next scale-out;
+* only a process that is the WorkloadSpread's sole writer reserves: one that sees an entry another process
+  wrote within ``FOREIGN_SECONDS`` returns what it holds and goes back to a write per batch. Slots held by
+  one process would otherwise look full to the other, which would send its pods on to the next subset.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +74,29 @@ WATCH_WAIT_SECONDS = 0.2
 """After a conflict, how long to wait for the watch to bring the write that won before reading it afresh."""
 MAX_PAUSE_SECONDS = 0.5
 """The longest pause between two writes, however slow writes get."""
+RESERVE_LIFETIME_SECONDS = 5.0
+"""How long after its entry's timestamp a reserved slot may still be handed to a pod. The reconciler gives an
+entry back ``CREATE_TIMEOUT`` (30 s) after its timestamp when no pod carries its key, so a slot handed out
+within 5 s leaves the pod's create 25 s to land, where an ordinary entry leaves it 30 s."""
+RESERVE_IDLE_SECONDS = 1.0
+"""Reserved slots nobody took for this long are returned: the burst is over, and the room should be back for
+the next scale-out (and for other processes) before the reconciler would expire it."""
+RESERVE_LEAD_SECONDS = (0.5, 2.0)
+"""Reserve for the arrivals of three writes' time, within these bounds: a refill must land before the slots
+in hand run out, and it is asked for when half of them are left."""
+MAX_RESERVED = 256
+"""The most slots one WorkloadSpread's pod version holds ahead in this process."""
+MIN_RESERVED = 4
+"""Fewer than this is not worth a write of its own: a slow scale-out goes through the ledger pod by pod."""
+FOREIGN_SECONDS = 10.0
+"""How long after seeing another writer's entry this process reserves nothing ahead."""
+RATE_WINDOW_SECONDS = 1.0
+HOLD_BACK_MARGIN_SECONDS = 1.0
+"""A batch waiting for reserved slots to come back stops waiting this long before its deadline."""
+CLOCK_SKEW_SECONDS = 2.0
+"""How far another process's clock may be off ours when its reserved slots are judged still usable."""
+TEND_SECONDS = 0.2
+"""How often the background thread looks for slots to return."""
 
 
 def utcnow() -> dt.datetime:
@@ -66,17 +109,36 @@ class LedgerTimeout(StoreError):
 
 @dataclass(slots=True, eq=False)
 class _Request:
-    """One admission waiting for a commit. ``promoted`` means: the previous leader handed the lead to us."""
+    """One admission waiting for a commit. ``promoted`` means: the previous leader handed the lead to us.
 
-    pod: Mapping[str, Any]
+    A request with no pod asks for slots reserved ahead (``reserve`` of them for pods of ``version``) or
+    returns reserved slots (``give_back``); the background thread makes those."""
+
+    pod: Mapping[str, Any] | None
     deleting: bool
     workload_replicas: int
+    reserve: int = 0
+    give_back: tuple[str, ...] = ()
+    version: str = ""
     done: threading.Event = field(default_factory=threading.Event)
     promoted: bool = False
     finished: bool = False
     admission: spread.Admission | None = None
     released: spread.Release | None = None
+    reserved: list[tuple[str, str]] = field(default_factory=list)
+    generation: int = 0
+    from_reserved: bool = False
     error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    subset: str
+    key: str
+    usable_until: float
+    """Monotonic time after which the slot is no longer handed out (``RESERVE_LIFETIME_SECONDS``)."""
+    generation: int
+    """The spec it was reserved under: an edited spec may have moved the limits, so it is returned instead."""
 
 
 @dataclass(slots=True)
@@ -90,6 +152,35 @@ class _Group:
     """How long this process's last write of it took: how late another writer may learn it lost to us."""
     landed_at: float = 0.0
     """When this process's last write of it landed."""
+    ws: WorkloadSpread | None = None
+    """The newest copy seen, for the background thread's writes."""
+    reserved: dict[str, deque[_Reserved]] = field(default_factory=dict)
+    """Slots reserved ahead and not yet taken, per pod version, in the order ``spread.admit`` fills them."""
+    reserving: str | None = None
+    """The pod version of the refill asked for or in flight, if any."""
+    arrivals: deque[float] = field(default_factory=deque)
+    """When pod CREATEs for this WorkloadSpread arrived, over the last ``RATE_WINDOW_SECONDS``."""
+    last_taken: float = 0.0
+    own: dict[str, float] = field(default_factory=dict)
+    """Ledger keys this process wrote, and when: an entry under any other key is another process's."""
+    returning: set[str] = field(default_factory=set)
+    """Reserved keys on their way back: room that will be free again once the write lands."""
+    foreign_until: float = 0.0
+    """Until when another writer is known to admit pods of this WorkloadSpread (monotonic clock)."""
+    observed: str = ""
+    """The resourceVersion last looked at for other writers' entries."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """The reserved keys of ours that will not turn back into room: taken by our pods, or still in hand.
+    Everything else reserved (another process's slots, ours being returned) may be free again within moments.
+    Read with ``group.lock`` held."""
+
+    group: _Group
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.group.own and key not in self.group.returning
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +190,10 @@ class CommitStats:
     wrote: bool
     write_seconds: float = 0.0
     """Time spent in status writes (the successful one and every conflicting one): what admissions wait on."""
+    reserved: int = 0
+    """Slots the write reserved ahead."""
+    returned: int = 0
+    """Reserved slots the write gave back unused."""
 
 
 class Ledger:
@@ -111,14 +206,20 @@ class Ledger:
         clock: Clock = utcnow,
         new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
         on_commit: Callable[[CommitStats], None] = lambda stats: None,
+        on_reserved_taken: Callable[[], None] = lambda: None,
+        reserve: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._new_uid = new_uid
         self._on_commit = on_commit
+        self._on_reserved_taken = on_reserved_taken
+        self._reserve = reserve
         self._groups: dict[str, _Group] = {}
         self._groups_lock = threading.Lock()
         self._written: dict[str, WorkloadSpread] = {}
+        self._tending = threading.Condition()
+        self._tender: threading.Thread | None = None
 
     def admit(
         self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int, deadline: float
@@ -127,9 +228,34 @@ class Ledger:
         if not spread.needs_ledger(ws):
             return spread.admit(ws, ws.status.clone(), pod, workload_replicas=workload_replicas,
                                 now=self._clock(), new_uid=self._new_uid)
+        if self._reserve and spread.reserves_ahead(ws):
+            group = self._group(ws.key)
+            self._observe(group, ws)
+            version = spread.pod_version(pod)
+            newest = self._newest(ws)
+            taken = self._take_reserved(group, newest, pod, version, arrived=True)
+            self._ask_for_reserve(group, version)
+            if taken is not None:
+                return taken
+            unlimited = self._without_max_now(group, newest, pod, version)
+            if unlimited is not None:
+                return unlimited
         request = self._submit(ws, _Request(pod, False, workload_replicas), deadline)
         assert request.admission is not None
         return request.admission
+
+    def preview(self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int) -> spread.Admission:
+        """The subset a pod would get now, with nothing recorded (server-side dry run)."""
+        newest = self._newest(ws)
+        group = self._group(ws.key) if self._reserve and spread.reserves_ahead(ws) else None
+        if group is not None:
+            version = spread.pod_version(pod)
+            with group.lock:
+                slot = self._usable_slot(group, newest, pod, version, time.monotonic())
+            if slot is not None:
+                return spread.Admission(ws.subset(slot.subset), False, reason="a slot reserved ahead")
+        return spread.admit(newest, newest.status.clone(), pod, workload_replicas=workload_replicas,
+                            now=self._clock(), new_uid=lambda: "dry-run")
 
     def release(self, ws: WorkloadSpread, pod: Mapping[str, Any], *, deadline: float) -> spread.Release:
         """Record a pod DELETE or eviction and give its slot back."""
@@ -201,11 +327,23 @@ class Ledger:
         if self._pace(group, deadline):
             self._join_queued(group, batch)  # what arrived during the pause rides along
         while True:
+            self._serve_reserved(group, current, batch)
             status = current.status.clone()
             now = self._clock()
+            stamped = time.monotonic()
             changed = False
-            for request in batch:
-                if request.deleting:
+            # Pods first, then reservations: a reserved slot must come after every pod decided with it.
+            for request in sorted(batch, key=lambda r: r.reserve > 0):
+                if request.give_back:
+                    changed |= spread.give_back(current, status, request.version, request.give_back)
+                elif request.reserve:
+                    request.reserved = spread.reserve_ahead(current, status, request.version, request.reserve,
+                                                            now=now, new_uid=self._new_uid)
+                    request.generation = current.generation
+                    changed |= bool(request.reserved)
+                elif request.pod is None or request.from_reserved:
+                    continue
+                elif request.deleting:
                     request.released = spread.release(current, status, request.pod, now=now)
                     changed |= request.released.changed
                 else:
@@ -213,6 +351,14 @@ class Ledger:
                                                      workload_replicas=request.workload_replicas, now=now,
                                                      new_uid=self._new_uid)
                     changed |= request.admission.changed
+            if self._held_back(group, current, batch, now, deadline):
+                self._join_queued(group, batch)
+                newer = self._store.workload_spread_after(ws.namespace, ws.name, current.resource_version,
+                                                          timeout=WATCH_WAIT_SECONDS)
+                if newer is not None and newer.uid == current.uid:
+                    self._observe(group, newer)
+                    current = newer
+                continue
             if not changed:
                 self._on_commit(CommitStats(len(batch), conflicts, False, writing))
                 return
@@ -240,6 +386,7 @@ class Ledger:
                     raise NotFound(f"WorkloadSpread {ws.key} was deleted") from None
                 with group.lock:
                     group.contended_until = time.monotonic() + CONTENTION_SECONDS
+                self._observe(group, fresh)
                 current = fresh
                 continue
             with group.lock:
@@ -249,8 +396,220 @@ class Ledger:
             log.debug("ledger commit", extra={"workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
                                               "writeSeconds": round(writing, 3)})
             self._remember(written)
-            self._on_commit(CommitStats(len(batch), conflicts, True, writing))
+            reserved, returned = self._landed(group, batch, stamped)
+            self._on_commit(CommitStats(len(batch), conflicts, True, writing, reserved, returned))
             return
+
+    # -- slots reserved ahead ----------------------------------------------------------------------
+
+    def _take_reserved(self, group: _Group, newest: WorkloadSpread, pod: Mapping[str, Any], version: str, *,
+                       arrived: bool) -> spread.Admission | None:
+        """A reserved slot for the pod, if one may be taken now (the rules in the module docstring)."""
+        now = time.monotonic()
+        with group.lock:
+            if arrived:
+                group.arrivals.append(now)
+                while group.arrivals and group.arrivals[0] < now - RATE_WINDOW_SECONDS:
+                    group.arrivals.popleft()
+            slot = self._usable_slot(group, newest, pod, version, now)
+            if slot is None:
+                return None
+            group.reserved[version].popleft()
+            group.last_taken = now
+        self._on_reserved_taken()
+        return spread.Admission(newest.subset(slot.subset), False, generated_uid=slot.key,
+                                reason="a slot reserved ahead")
+
+    @staticmethod
+    def _usable_slot(group: _Group, newest: WorkloadSpread, pod: Mapping[str, Any], version: str,
+                     now: float) -> _Reserved | None:
+        """The next reserved slot, if the pod may take it now. Call with ``group.lock`` held."""
+        slots = group.reserved.get(version)
+        if not slots or now < group.foreign_until:
+            return None
+        slot = slots[0]
+        if slot.usable_until <= now or slot.generation != newest.generation:
+            return None
+        statuses = newest.status.versioned_subset_statuses.get(version) or []
+        if spread.recorded_subset(statuses, pod) is not None:
+            return None  # a retry of a pod the ledger already holds: ``spread.admit`` answers it
+        if not spread.may_take_reserved(newest, newest.status, version, slot.subset):
+            return None
+        return slot
+
+    def _serve_reserved(self, group: _Group, current: WorkloadSpread, batch: list[_Request]) -> None:
+        """Answer the queued pods that reserved slots can take (a refill may have landed while they queued),
+        so that they do not take room after the slots and leave the slots' subset with a hole."""
+        if not self._reserve or not spread.reserves_ahead(current):
+            return
+        for request in batch:
+            if request.pod is None or request.deleting or request.from_reserved:
+                continue
+            taken = self._take_reserved(group, current, request.pod, spread.pod_version(request.pod),
+                                        arrived=False)
+            if taken is None:
+                return
+            request.admission = taken
+            request.from_reserved = True
+
+    def _without_max_now(self, group: _Group, newest: WorkloadSpread, pod: Mapping[str, Any],
+                         version: str) -> spread.Admission | None:
+        """The answer for a pod bound for a subset without a max, which needs no entry and so need not queue
+        behind a write; None when the pod needs the ledger, or when slots reserved before that subset may be
+        back within moments (``_held_back``)."""
+        subset = spread.without_max_next(newest, newest.status, version)
+        if subset is None or spread.recorded_subset(newest.status.versioned_subset_statuses.get(version) or [],
+                                                    pod) is not None:
+            return None
+        with group.lock:
+            if spread.reserved_before(newest, newest.status, version, subset.name, settled=_Settled(group),
+                                      since=self._clock() - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS
+                                                                         + CLOCK_SKEW_SECONDS)):
+                return None
+        return spread.Admission(subset, False, reason="the subset is unlimited")
+
+    def _held_back(self, group: _Group, current: WorkloadSpread, batch: list[_Request], now: dt.datetime,
+                   deadline: float) -> bool:
+        """Whether a pod of the batch was decided past reserved slots that may be back within moments (see
+        ``spread.reserved_before``), so the batch should wait for a newer status and be decided again; never
+        in the last ``HOLD_BACK_MARGIN_SECONDS`` before the deadline, where a late place beats no place."""
+        if not self._reserve or time.monotonic() >= deadline - HOLD_BACK_MARGIN_SECONDS:
+            return False
+        since = now - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS)
+        with group.lock:
+            settled = _Settled(group)
+            return any(
+                request.admission is not None and request.admission.subset is not None
+                and not request.from_reserved
+                and spread.reserved_before(current, current.status, spread.pod_version(request.pod),
+                                           request.admission.subset.name, settled=settled, since=since)
+                for request in batch if request.pod is not None and not request.deleting)
+
+    def _ask_for_reserve(self, group: _Group, version: str) -> None:
+        """Wake the background thread when the slots in hand will not last until a refill could land."""
+        with group.lock:
+            if group.reserving is not None or time.monotonic() < group.foreign_until:
+                return
+            target = self._reserve_target(group)
+            if target < MIN_RESERVED or 2 * len(group.reserved.get(version) or ()) >= target:
+                return
+            group.reserving = version
+        self._wake_tender()
+
+    @staticmethod
+    def _reserve_target(group: _Group) -> int:
+        """How many slots to hold: the arrivals expected while about three writes are made."""
+        low, high = RESERVE_LEAD_SECONDS
+        lead = min(high, max(low, 3 * group.write_seconds))
+        return min(MAX_RESERVED, math.ceil(len(group.arrivals) * lead / RATE_WINDOW_SECONDS))
+
+    def _landed(self, group: _Group, batch: list[_Request], stamped: float) -> tuple[int, int]:
+        """After a write landed: remember the keys it wrote as ours and put the slots it reserved in hand.
+        The slots, and how many were given back."""
+        reserved = returned = 0
+        now = time.monotonic()
+        with group.lock:
+            for request in batch:
+                if request.reserved:
+                    slots = group.reserved.setdefault(request.version, deque())
+                    for subset, key in request.reserved:
+                        slots.append(_Reserved(subset, key, stamped + RESERVE_LIFETIME_SECONDS,
+                                               request.generation))
+                        group.own[key] = now
+                    reserved += len(request.reserved)
+                    group.last_taken = max(group.last_taken, now)  # the idle clock starts at the refill
+                returned += len(request.give_back)
+                if request.pod is not None and not request.from_reserved:
+                    key = (request.admission.generated_uid if request.admission is not None else "") or \
+                        spread.pod_name(request.pod)
+                    group.own[key] = now
+        return reserved, returned
+
+    def _observe(self, group: _Group, ws: WorkloadSpread) -> None:
+        """Look at a copy of the WorkloadSpread once for entries another process wrote."""
+        with group.lock:
+            if group.ws is not None and group.ws.uid != ws.uid:
+                group.reserved.clear()  # deleted and created again: its ledger, and our slots, are gone
+                group.ws = None
+            if group.ws is None or version_order(ws.resource_version) >= version_order(group.ws.resource_version):
+                group.ws = ws
+            if ws.resource_version == group.observed:
+                return
+            group.observed = ws.resource_version
+            now = time.monotonic()
+            for key in [k for k, at in group.own.items() if at < now - 2 * FOREIGN_SECONDS - 60]:
+                del group.own[key]
+            since = self._clock() - dt.timedelta(seconds=FOREIGN_SECONDS)
+            if not spread.written_by_others(ws.status, group.own, since):
+                return
+            first = now >= group.foreign_until
+            group.foreign_until = now + FOREIGN_SECONDS
+        if first and self._reserve:
+            log.info("another process writes this WorkloadSpread's ledger; no slots reserved ahead",
+                     extra={"workloadSpread": ws.key, "seconds": FOREIGN_SECONDS})
+            self._wake_tender()
+
+    # -- the background thread: refills and returns -------------------------------------------------
+
+    def _wake_tender(self) -> None:
+        with self._tending:
+            if self._tender is None:
+                self._tender = threading.Thread(target=self._tend, name="ledger-reserve", daemon=True)
+                self._tender.start()
+            self._tending.notify()
+
+    def _tend(self) -> None:
+        while True:
+            with self._groups_lock:
+                groups = list(self._groups.values())
+            for group in groups:
+                try:
+                    self._tend_group(group)
+                except StoreError as exc:
+                    log.warning("reserving or returning slots failed", extra={"error": str(exc)})
+                except Exception:  # the thread must outlive any one WorkloadSpread's surprise
+                    log.exception("reserving or returning slots failed")
+            with self._tending:
+                self._tending.wait(TEND_SECONDS)
+
+    def _tend_group(self, group: _Group) -> None:
+        """Return the slots that may no longer be taken, or that nobody took for a while; make the refill
+        asked for."""
+        now = time.monotonic()
+        with group.lock:
+            ws = group.ws
+            if ws is None:
+                return
+            idle = now - group.last_taken >= RESERVE_IDLE_SECONDS or now < group.foreign_until
+            stale: dict[str, tuple[str, ...]] = {}
+            for version, slots in group.reserved.items():
+                dead = tuple(slot.key for slot in slots
+                             if idle or slot.usable_until <= now or slot.generation != ws.generation)
+                if dead:
+                    stale[version] = dead
+                    group.reserved[version] = deque(slot for slot in slots if slot.key not in dead)
+            refill = group.reserving
+            want = 0
+            if refill is not None:
+                want = self._reserve_target(group) - len(group.reserved.get(refill) or ())
+                if want < MIN_RESERVED or now < group.foreign_until:
+                    group.reserving = refill = None
+            for keys in stale.values():
+                group.returning.update(keys)
+        deadline = now + RESERVE_LIFETIME_SECONDS - 1
+        for version, keys in stale.items():
+            try:
+                self._submit(ws, _Request(None, False, 0, give_back=keys, version=version), deadline)
+            finally:
+                with group.lock:
+                    group.returning.difference_update(keys)
+        if refill is None:
+            return
+        try:
+            self._submit(ws, _Request(None, False, 0, reserve=want, version=refill), deadline)
+        finally:
+            with group.lock:
+                group.reserving = None
 
     @staticmethod
     def _join_queued(group: _Group, batch: list[_Request]) -> None:
@@ -290,6 +649,11 @@ class Ledger:
             self._written[written.key] = written
 
     def forget(self, key: str) -> None:
-        """Drop what this process remembers of a deleted WorkloadSpread."""
+        """Drop what this process remembers of a deleted WorkloadSpread, its reserved slots included."""
         with self._groups_lock:
             self._written.pop(key, None)
+            group = self._groups.get(key)
+        if group is not None:
+            with group.lock:
+                group.reserved.clear()
+                group.ws = None

@@ -38,6 +38,9 @@ class Metrics:
                                     registry=self.registry)
         self.conflicts = Counter("spreadhook_ledger_conflicts", "409 Conflicts met by ledger status writes",
                                  registry=self.registry)
+        self.reserved = Counter("spreadhook_ledger_reserved_slots", "Slots reserved ahead of their pods, by what "
+                                "became of them: reserved (written), taken (a pod admitted without a write), "
+                                "returned (given back unused)", ["event"], registry=self.registry)
         self.cert_expiry = Gauge("spreadhook_serving_certificate_expiry_timestamp_seconds", "When the serving "
                                  "certificate expires (Unix time); alert well before it", registry=self.registry,
                                  multiprocess_mode="min")
@@ -53,6 +56,13 @@ class Metrics:
             self.write_time.observe(stats.write_seconds)
         if stats.conflicts:
             self.conflicts.inc(stats.conflicts)
+        if stats.reserved:
+            self.reserved.labels("reserved").inc(stats.reserved)
+        if stats.returned:
+            self.reserved.labels("returned").inc(stats.returned)
+
+    def reserved_slot_taken(self) -> None:
+        self.reserved.labels("taken").inc()
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,9 @@ MATCHED_ANNOTATION = "apps.kruise.io/matched-workloadspread"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 IGNORE_PATCH_EXISTING_PODS_ANNOTATION = "workloadspread.kruise.io/ignore-patch-existing-pods-metadata"
 FAKE_SUBSET = "kruise.io/workloadspread-fake-subset-name"
+RESERVED_PREFIX = "reserved-"
+"""Ledger keys of slots reserved ahead of their pods (``reserve_ahead``); pod names cannot hold the prefix's
+meaning, and an entry under such a key that expires was a reservation nobody used, not a failed pod."""
 CREATE_TIMEOUT = dt.timedelta(seconds=30)
 DELETE_TIMEOUT = dt.timedelta(seconds=15)
 UNSCHEDULABLE_PERIOD = dt.timedelta(seconds=MAX_UNSCHEDULABLE_SECONDS)
@@ -207,10 +210,9 @@ def admit(
     statuses = version_ledger(ws, status, version, workload_replicas)
     by_name = {s.name: s for s in statuses}
     name = pod_name(pod)
-    if name:
-        for entry in statuses:
-            if name in entry.creating_pods or name in entry.deleting_pods:
-                return Admission(ws.subset(entry.name), False, reason="the pod is already in the ledger")
+    recorded = recorded_subset(statuses, pod)
+    if recorded is not None:
+        return Admission(ws.subset(recorded), False, reason="the pod is already in the ledger")
     for subset in ws.subsets:
         entry = by_name[subset.name]
         if entry.is_unschedulable():
@@ -224,6 +226,136 @@ def admit(
             entry.missing_replicas -= 1
             return Admission(subset, True, generated_uid="" if name else key)
     return Admission(None, False, reason="no subset has room: every subset is full or unschedulable")
+
+
+def recorded_subset(statuses: Iterable[SubsetStatus], pod: Mapping[str, Any]) -> str | None:
+    """The subset whose ``creatingPods`` or ``deletingPods`` already holds the pod (by name, or by the key in
+    its matched annotation), or None."""
+    keys = {pod_name(pod), ledger_key(pod)} - {""}
+    for entry in statuses:
+        if any(key in entry.creating_pods or key in entry.deleting_pods for key in keys):
+            return entry.name
+    return None
+
+
+def reserves_ahead(ws: WorkloadSpread) -> bool:
+    """Whether slots may be reserved for pods that have not arrived yet (``reserve_ahead``). Not for
+    percentages, whose limits move with the workload's replica count between two writes."""
+    return needs_ledger(ws) and not needs_workload_replicas(ws)
+
+
+def reserve_ahead(
+    ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, count: int, *, now: dt.datetime,
+    new_uid: Callable[[], str],
+) -> list[tuple[str, str]]:
+    """Take up to ``count`` slots, in subset order, for pods of ``version`` that have not arrived yet, as
+    ``creatingPods`` entries under keys of their own: ``(subset, key)`` in the order ``admit`` would fill them.
+
+    An entry made here is exactly the one ``admit`` makes for a nameless pod: the pod that later takes it
+    carries the key in its matched annotation (``Matched.uid``), so the reconciler pops the entry when it sees
+    the pod and expires it after ``CREATE_TIMEOUT`` when no pod ever took it. Nothing is reserved in or past a
+    subset without a max: a pod goes there without an entry."""
+    statuses = version_ledger(ws, status, version, 0)
+    by_name = {s.name: s for s in statuses}
+    taken: list[tuple[str, str]] = []
+    for subset in ws.subsets:
+        entry = by_name[subset.name]
+        if entry.is_unschedulable():
+            continue
+        if entry.missing_replicas == -1 or len(taken) >= count:
+            break
+        while entry.missing_replicas > 0 and len(taken) < count:
+            key = RESERVED_PREFIX + new_uid()
+            entry.creating_pods[key] = format_time(now)
+            entry.missing_replicas -= 1
+            taken.append((subset.name, key))
+    return taken
+
+
+def give_back(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, keys: Iterable[str]) -> bool:
+    """Drop reserved entries no pod took, and return their room as far as the count allows: never beyond
+    ``max - replicas - creating + deleting``, the reconciler's own formula, so a subset that is full for
+    another reason (pods adopted past its max) does not gain room. Whether anything changed."""
+    wanted = set(keys)
+    changed = False
+    limits = {s.name: _resolve(s, 0) for s in ws.subsets}
+    for entry in status.versioned_subset_statuses.get(version) or []:
+        removed = [key for key in wanted & entry.creating_pods.keys() if entry.creating_pods.pop(key, None)]
+        if not removed:
+            continue
+        changed = True
+        limit = limits.get(entry.name)
+        if limit is None or entry.missing_replicas == -1:
+            continue
+        room = limit - entry.replicas - len(entry.creating_pods) + len(entry.deleting_pods)
+        entry.missing_replicas = max(0, min(entry.missing_replicas + len(removed), room, limit))
+    return changed
+
+
+def may_take_reserved(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, subset_name: str) -> bool:
+    """Whether a pod of ``version`` may take a slot reserved in ``subset_name``: only where ``admit`` would put
+    it now, that is when every schedulable subset before it is full (room given back by a deletion, or a
+    subset edited into the spec, sends the pod through the ledger instead)."""
+    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    for subset in ws.subsets:
+        entry = by_name.get(subset.name)
+        if entry is None:
+            return False
+        if subset.name == subset_name:
+            return not entry.is_unschedulable()
+        if not entry.is_unschedulable() and entry.missing_replicas != 0:
+            return False
+    return False
+
+
+def without_max_next(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str) -> Subset | None:
+    """The subset without a max that ``admit`` would choose now for a pod of ``version``, if it would choose
+    one: such a pod needs no ledger entry, so it need not wait for anybody's write."""
+    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    for subset in ws.subsets:
+        entry = by_name.get(subset.name)
+        if entry is None:
+            return None
+        if entry.is_unschedulable():
+            continue
+        if entry.missing_replicas == -1:
+            return subset
+        if entry.missing_replicas != 0:
+            return None
+    return None
+
+
+def reserved_before(
+    ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, subset_name: str, *,
+    settled: Container[str], since: dt.datetime,
+) -> bool:
+    """Whether a schedulable subset before ``subset_name`` holds a reserved slot stamped at or after ``since``
+    that is not ``settled`` (known to be taken by a pod or to stay reserved): room that is taken now but may
+    come back within moments (another process's slots, or ours on their way back), so a pod sent past it
+    might leave a hole behind."""
+    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    for subset in ws.subsets:
+        if subset.name == subset_name:
+            return False
+        entry = by_name.get(subset.name)
+        if entry is None or entry.is_unschedulable():
+            continue
+        for key, stamp in entry.creating_pods.items():
+            if key.startswith(RESERVED_PREFIX) and key not in settled and (parse_time(stamp) or since) >= since:
+                return True
+    return False
+
+
+def written_by_others(status: WorkloadSpreadStatus, own: Container[str], since: dt.datetime) -> bool:
+    """Whether the ledger holds an entry stamped at or after ``since`` under a key this process did not write:
+    another webhook process admits pods of this WorkloadSpread. (The reconciler never adds keys.)"""
+    for statuses in status.versioned_subset_statuses.values():
+        for entry in statuses:
+            for entries in (entry.creating_pods, entry.deleting_pods):
+                for key, stamp in entries.items():
+                    if key not in own and (parse_time(stamp) or since) >= since:
+                        return True
+    return False
 
 
 def admit_unlimited(ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int) -> Admission | None:
@@ -293,9 +425,9 @@ def release(
     if not statuses:
         return Release(None, False)
     name = pod_name(pod)
-    for entry in statuses:
-        if name in entry.creating_pods or name in entry.deleting_pods:
-            return Release(entry.name, False)
+    recorded = recorded_subset(statuses, pod)
+    if recorded is not None:
+        return Release(recorded, False)
     target = next((s for s in statuses if s.name == info.subset), None)
     if target is None or target.missing_replicas == -1:
         return Release(info.subset if target else None, False)
@@ -871,9 +1003,7 @@ def _subset_status(
         if overdue and expire_creations:
             if report:
                 plan.expired_creations.append(key)
-                plan.events.append(EventRecord("Warning", "CreatePodFailed", f"Pod {key} was expected to be "
-                                               f"created in subset {subset.name} but it wasn't seen within "
-                                               f"{int(CREATE_TIMEOUT.total_seconds())}s; its slot is given back"))
+                plan.events.append(_expiry_event(key, subset.name))
             continue
         if overdue and report:
             plan.overdue_creations.append(key)
@@ -882,6 +1012,15 @@ def _subset_status(
             missing -= 1
         plan.requeue(since + CREATE_TIMEOUT - now)
     return SubsetStatus(subset.name, active, missing, kept_creating, deleting, [])
+
+
+def _expiry_event(key: str, subset: str) -> EventRecord:
+    seconds = int(CREATE_TIMEOUT.total_seconds())
+    if key.startswith(RESERVED_PREFIX):  # its webhook process stopped before it used or returned the slot
+        return EventRecord("Normal", "ReservedSlotExpired", f"Slot {key} reserved ahead in subset {subset} was "
+                           f"neither used nor returned within {seconds}s; it is given back")
+    return EventRecord("Warning", "CreatePodFailed", f"Pod {key} was expected to be created in subset {subset} "
+                       f"but it wasn't seen within {seconds}s; its slot is given back")
 
 
 def _unschedulable_pods(

@@ -135,3 +135,127 @@ def test_a_process_that_loses_a_conflict_is_not_starved_by_one_that_keeps_writin
         thread.join()
     assert timeouts == []
     assert store.conflicts > 0  # the two did compete
+
+
+# -- slots reserved ahead -------------------------------------------------------------------------------
+
+WIDE = [{"name": "a", "maxReplicas": 150}, {"name": "b", "maxReplicas": 150}, {"name": "c"}]
+
+
+def wide_store(write_latency: float) -> MemoryStore:
+    store = MemoryStore(write_latency=write_latency)
+    store.apply_workload_spread(ws_dict(WIDE))
+    return store
+
+
+def admit_burst(ledgers: list[Ledger], store: MemoryStore, count: int, threads: int
+                ) -> list[tuple[str, spread.Admission]]:
+    """``count`` pods admitted from ``threads`` threads, spread round-robin over ``ledgers``: (name, decision)."""
+    return admit_burst_named(ledgers, store, count, threads, first=0)
+
+
+def admit_burst_named(ledgers: list[Ledger], store: MemoryStore, count: int, threads: int, *, first: int
+                      ) -> list[tuple[str, spread.Admission]]:
+    def admit(i: int) -> tuple[str, spread.Admission]:
+        current = store.workload_spread("default", "ws")
+        assert current is not None
+        return f"p-{i}", ledgers[i % len(ledgers)].admit(current, pod(f"p-{i}"), workload_replicas=0,
+                                                        deadline=time.monotonic() + 30)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(admit, range(first, first + count)))
+
+
+def held_keys(store: MemoryStore) -> dict[str, set[str]]:
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    return {e.name: set(e.creating_pods) for e in current.status.versioned_subset_statuses[model.VERSION_IGNORED]}
+
+
+def burst_until_reserved(ledger: Ledger, store: MemoryStore) -> set[str]:
+    """Bursts of 40 pods until the ledger holds slots beyond them (it reserves from a background thread,
+    once the arrival rate warrants it); the admitted pods' keys."""
+    admitted: set[str] = set()
+    for _ in range(5):
+        start = len(admitted)
+        admitted |= {d.generated_uid or name for name, d in admit_burst_named([ledger], store, 40, 8, first=start)}
+        time.sleep(0.1)
+        if held_keys(store)["a"] - admitted:
+            return admitted
+    raise AssertionError("no slot was ever reserved ahead")
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_a_burst_takes_reserved_slots_without_writes_fills_subsets_in_order_and_returns_what_is_left() -> None:
+    store = wide_store(write_latency=0.02)
+    taken: list[int] = []
+    ledger = Ledger(store, reserve=True, on_reserved_taken=lambda: taken.append(1))
+    decisions = admit_burst([ledger], store, 400, threads=32)
+    chosen = [d.subset.name if d.subset else None for _, d in decisions]
+    assert (chosen.count("a"), chosen.count("b"), chosen.count("c")) == (150, 150, 100)
+    assert len(taken) > 60, "many pods should have taken a slot reserved ahead"
+    assert store.status_writes < 300 / 10
+    # Every entry left once the burst is idle is an admitted pod's: nothing reserved is held any longer.
+    keys = {name: d.generated_uid or name for name, d in decisions}
+    expected = {s: {keys[n] for n, d in decisions if d.subset and d.subset.name == s} for s in ("a", "b")}
+    wait_for(lambda: {k: v for k, v in held_keys(store).items() if k != "c"} == expected)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    assert [e.missing_replicas for e in current.status.versioned_subset_statuses[model.VERSION_IGNORED]] == [0, 0, -1]
+
+
+def test_reserved_slots_nobody_takes_are_given_back_with_their_room() -> None:
+    store = wide_store(write_latency=0.0)
+    ledger = Ledger(store, reserve=True)
+    admitted = burst_until_reserved(ledger, store)
+
+    def settled() -> bool:
+        current = store.workload_spread("default", "ws")
+        assert current is not None
+        entry = current.status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+        return entry.missing_replicas == 150 - len(admitted) and set(entry.creating_pods) == admitted
+
+    wait_for(settled)
+
+
+def test_two_processes_reserving_ahead_on_one_store_stay_exact_at_every_subset_boundary() -> None:
+    store = wide_store(write_latency=0.01)
+    decisions = admit_burst([Ledger(store, reserve=True), Ledger(store, reserve=True)], store, 500, threads=32)
+    chosen = [d.subset.name if d.subset else None for _, d in decisions]
+    assert (chosen.count("a"), chosen.count("b"), chosen.count("c")) == (150, 150, 200)
+
+
+def test_a_process_that_sees_another_writers_entry_returns_its_reserved_slots_and_stops_reserving() -> None:
+    store = wide_store(write_latency=0.005)
+    mine = Ledger(store, reserve=True)
+    admitted = burst_until_reserved(mine, store)
+    other = Ledger(store)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    other.admit(current, pod("from-elsewhere"), workload_replicas=0, deadline=time.monotonic() + 5)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    after = mine.admit(current, pod("next"), workload_replicas=0, deadline=time.monotonic() + 5)
+    assert after.generated_uid == "", "a pod after another writer's entry goes through the ledger"
+    wait_for(lambda: held_keys(store)["a"] == admitted | {"from-elsewhere", "next"})
+
+
+def test_a_dry_run_is_answered_with_the_subset_of_the_next_reserved_slot_and_takes_nothing() -> None:
+    store = MemoryStore(write_latency=0.005)
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 30}, {"name": "b", "maxReplicas": 300}]))
+    ledger = Ledger(store, reserve=True)
+    admit_burst([ledger], store, 24, threads=8)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    before = held_keys(store)
+    assert current.status.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas == 0, \
+        "subset a is held by pods and reserved slots"
+    preview = ledger.preview(current, pod("dry"), workload_replicas=0)
+    assert preview.subset is not None and preview.subset.name == "a" and not preview.changed
+    assert held_keys(store) == before
