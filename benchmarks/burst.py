@@ -237,7 +237,8 @@ def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 WEBHOOK_PREFIXES = ("spreadhook_admission_duration_seconds", "spreadhook_admissions_total",
                     "spreadhook_ledger_status_writes_total", "spreadhook_ledger_conflicts_total",
-                    "spreadhook_ledger_commit_batch_size", "spreadhook_ledger_write_duration_seconds")
+                    "spreadhook_ledger_commit_batch_size", "spreadhook_ledger_write_duration_seconds",
+                    "spreadhook_ledger_reserved_slots_total")
 APISERVER_PREFIXES = ("apiserver_admission_webhook_admission_duration_seconds", "apiserver_request_total",
                       "apiserver_crd_conversion_webhook_duration_seconds")
 
@@ -287,6 +288,9 @@ class Run:
     fallbacks: int = 0
     """Pods the ledger could not record before the deadline, placed in the first subset without a max."""
     ledger_writes: int = 0
+    reserved_taken: int = 0
+    """Pods admitted on a slot reserved ahead, without waiting for a status write."""
+    reserved_returned: int = 0
     status_puts: int = 0
     conflicts: int = 0
     apiserver_409: int = 0
@@ -442,6 +446,8 @@ def _read_figures(run: Run, hook: Samples, apis: Samples) -> None:
     run.fallbacks = int(total(hook, "spreadhook_admissions_total", endpoint="pods", operation="CREATE",
                               outcome="fallback"))
     run.ledger_writes = int(total(hook, "spreadhook_ledger_status_writes_total"))
+    run.reserved_taken = int(total(hook, "spreadhook_ledger_reserved_slots_total", event="taken"))
+    run.reserved_returned = int(total(hook, "spreadhook_ledger_reserved_slots_total", event="returned"))
     run.conflicts = int(total(hook, "spreadhook_ledger_conflicts_total"))
     batches = total(hook, "spreadhook_ledger_commit_batch_size_count")
     run.mean_batch = total(hook, "spreadhook_ledger_commit_batch_size_sum") / batches if batches else 0.0
@@ -706,6 +712,8 @@ def table(runs: list[Run]) -> str:
         ("pods admitted into a subset", [f"{r.admitted}" for r in runs], ""),
         ("pods past the ledger deadline", [f"{r.fallbacks}" for r in runs], "put where no max applies"),
         ("ledger status writes", [f"{r.ledger_writes}" for r in runs], ""),
+        ("pods on slots reserved ahead (returned unused)",
+         [f"{r.reserved_taken} ({r.reserved_returned})" for r in runs], "no write waited for"),
         ("ledger writes per admitted pod", [_fmt(r.status_writes_per_pod, 4) for r in runs], "< 0.2"),
         ("mean group-commit batch", [_fmt(r.mean_batch) for r in runs], ""),
         ("ledger write p50/p99 ms", [f"{_fmt(r.write_p50_ms)}/{_fmt(r.write_p99_ms)}" for r in runs], ""),

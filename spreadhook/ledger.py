@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spreadhook import spread
-from spreadhook.model import WorkloadSpread
+from spreadhook.model import WorkloadSpread, WorkloadSpreadStatus
 from spreadhook.store import Conflict, NotFound, Store, StoreError, version_order
 
 Clock = Callable[[], dt.datetime]
@@ -169,6 +169,10 @@ class _Group:
     """Until when another writer is known to admit pods of this WorkloadSpread (monotonic clock)."""
     observed: str = ""
     """The resourceVersion last looked at for other writers' entries."""
+
+
+def _decision_order(request: _Request) -> int:
+    return 0 if request.give_back else 2 if request.reserve else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,8 +336,9 @@ class Ledger:
             now = self._clock()
             stamped = time.monotonic()
             changed = False
-            # Pods first, then reservations: a reserved slot must come after every pod decided with it.
-            for request in sorted(batch, key=lambda r: r.reserve > 0):
+            # Slots given back first, so that the pods of the batch can take their room; reservations last, as
+            # a reserved slot must come after every pod decided with it.
+            for request in sorted(batch, key=_decision_order):
                 if request.give_back:
                     changed |= spread.give_back(current, status, request.version, request.give_back)
                 elif request.reserve:
@@ -351,13 +356,15 @@ class Ledger:
                                                      workload_replicas=request.workload_replicas, now=now,
                                                      new_uid=self._new_uid)
                     changed |= request.admission.changed
-            if self._held_back(group, current, batch, now, deadline):
-                self._join_queued(group, batch)
-                newer = self._store.workload_spread_after(ws.namespace, ws.name, current.resource_version,
-                                                          timeout=WATCH_WAIT_SECONDS)
-                if newer is not None and newer.uid == current.uid:
-                    self._observe(group, newer)
-                    current = newer
+            if self._held_back(group, current, status, batch, now, deadline):
+                waiting = len(batch)
+                self._join_queued(group, batch)  # slots being given back may be queued behind us
+                if len(batch) == waiting:
+                    newer = self._store.workload_spread_after(ws.namespace, ws.name, current.resource_version,
+                                                              timeout=WATCH_WAIT_SECONDS)
+                    if newer is not None and newer.uid == current.uid:
+                        self._observe(group, newer)
+                        current = newer
                 continue
             if not changed:
                 self._on_commit(CommitStats(len(batch), conflicts, False, writing))
@@ -468,11 +475,12 @@ class Ledger:
                 return None
         return spread.Admission(subset, False, reason="the subset is unlimited")
 
-    def _held_back(self, group: _Group, current: WorkloadSpread, batch: list[_Request], now: dt.datetime,
-                   deadline: float) -> bool:
+    def _held_back(self, group: _Group, current: WorkloadSpread, decided: WorkloadSpreadStatus,
+                   batch: list[_Request], now: dt.datetime, deadline: float) -> bool:
         """Whether a pod of the batch was decided past reserved slots that may be back within moments (see
-        ``spread.reserved_before``), so the batch should wait for a newer status and be decided again; never
-        in the last ``HOLD_BACK_MARGIN_SECONDS`` before the deadline, where a late place beats no place."""
+        ``spread.reserved_before``; ``decided`` is the status with the batch applied, so slots the batch itself
+        gives back do not count), so the batch should wait for a newer status and be decided again; never in
+        the last ``HOLD_BACK_MARGIN_SECONDS`` before the deadline, where a late place beats no place."""
         if not self._reserve or time.monotonic() >= deadline - HOLD_BACK_MARGIN_SECONDS:
             return False
         since = now - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS)
@@ -481,7 +489,7 @@ class Ledger:
             return any(
                 request.admission is not None and request.admission.subset is not None
                 and not request.from_reserved
-                and spread.reserved_before(current, current.status, spread.pod_version(request.pod),
+                and spread.reserved_before(current, decided, spread.pod_version(request.pod),
                                            request.admission.subset.name, settled=settled, since=since)
                 for request in batch if request.pod is not None and not request.deleting)
 

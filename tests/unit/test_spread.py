@@ -415,3 +415,85 @@ def test_webhook_leaves_deletion_cost_to_the_reconciler_where_it_is_not_the_subs
     for kind in ("StatefulSet", "Job"):
         w = ws(BANDWIDTH, kind=kind)
         assert spread.admission_deletion_cost(w, w.subsets[0]) is None
+
+
+# -- slots reserved ahead ---------------------------------------------------------------------------------
+
+WIDE = [{"name": "a", "maxReplicas": 3}, {"name": "b", "maxReplicas": 2}, {"name": "c"}]
+
+
+def reserved_spread(count: int) -> tuple[WorkloadSpread, list[tuple[str, str]]]:
+    """A WorkloadSpread whose status holds ``count`` slots reserved ahead, and the slots."""
+    w = ws(WIDE)
+    status = w.status.clone()
+    uids = (f"u{i}" for i in itertools.count())
+    taken = spread.reserve_ahead(w, status, model.VERSION_IGNORED, count, now=T0, new_uid=lambda: next(uids))
+    return ws(WIDE, status=model.status_to_dict(status)), taken
+
+
+def test_slots_are_reserved_in_subset_order_and_never_in_a_subset_without_a_max() -> None:
+    w, taken = reserved_spread(10)
+    assert taken == [("a", "reserved-u0"), ("a", "reserved-u1"), ("a", "reserved-u2"),
+                     ("b", "reserved-u3"), ("b", "reserved-u4")]
+    entries = w.status.versioned_subset_statuses[model.VERSION_IGNORED]
+    assert [e.missing_replicas for e in entries] == [0, 0, -1]
+    assert chosen(w, 1) == ["c"], "reserved room is taken room for every other decision"
+
+
+def test_a_pod_carrying_a_reserved_key_is_counted_once_when_the_reconciler_sees_it() -> None:
+    w, _ = reserved_spread(2)
+    taker = pod("app-7", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a", "reserved-u0")
+                                      .to_annotation()})
+    plan = reconcile(w, [taker])
+    entry = plan.status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert (entry.replicas, entry.missing_replicas, set(entry.creating_pods)) == (1, 1, {"reserved-u1"})
+    assert spread.recorded_subset(w.status.versioned_subset_statuses[model.VERSION_IGNORED], taker) == "a"
+
+
+def test_a_reserved_slot_nobody_took_expires_with_an_event_that_says_so() -> None:
+    w, _ = reserved_spread(1)
+    plan = reconcile(w, [], now=T0 + dt.timedelta(seconds=31))
+    assert plan.expired_creations == ["reserved-u0"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "ReservedSlotExpired")]
+
+
+def test_giving_back_unused_slots_returns_their_room_but_never_more_than_the_count_allows() -> None:
+    w, _ = reserved_spread(3)
+    status = w.status.clone()
+    assert spread.give_back(w, status, model.VERSION_IGNORED, ["reserved-u1", "reserved-u2", "not-mine"])
+    entry = status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert (entry.missing_replicas, set(entry.creating_pods)) == (2, {"reserved-u0"})
+    crowded = w.status.clone()
+    crowded.versioned_subset_statuses[model.VERSION_IGNORED][0].replicas = 3  # adopted past the max meanwhile
+    spread.give_back(w, crowded, model.VERSION_IGNORED, ["reserved-u1"])
+    assert crowded.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas == 0
+
+
+def test_a_reserved_slot_is_taken_only_where_admit_would_put_the_pod() -> None:
+    w, _ = reserved_spread(5)
+    assert spread.may_take_reserved(w, w.status, model.VERSION_IGNORED, "a")
+    freed = w.status.clone()
+    freed.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas = 1  # a pod of a left
+    assert not spread.may_take_reserved(w, freed, model.VERSION_IGNORED, "b"), "a's free room comes first"
+    assert spread.may_take_reserved(w, freed, model.VERSION_IGNORED, "a")
+    assert spread.without_max_next(w, w.status, model.VERSION_IGNORED) is not None
+    assert spread.without_max_next(w, freed, model.VERSION_IGNORED) is None
+
+
+def test_reserved_room_that_may_come_back_holds_pods_from_later_subsets_until_it_is_stale() -> None:
+    w, _ = reserved_spread(5)
+    since = T0 - dt.timedelta(seconds=7)
+    assert spread.reserved_before(w, w.status, model.VERSION_IGNORED, "c", settled=set(), since=since)
+    assert not spread.reserved_before(w, w.status, model.VERSION_IGNORED, "a", settled=set(), since=since)
+    mine = {f"reserved-u{i}" for i in range(5)}
+    assert not spread.reserved_before(w, w.status, model.VERSION_IGNORED, "c", settled=mine, since=since)
+    later = T0 + dt.timedelta(seconds=1)
+    assert not spread.reserved_before(w, w.status, model.VERSION_IGNORED, "c", settled=set(), since=later)
+
+
+def test_another_processes_recent_entry_is_told_apart_from_ours() -> None:
+    w, _ = reserved_spread(2)
+    ours = {"reserved-u0", "reserved-u1"}
+    assert not spread.written_by_others(w.status, ours, T0 - dt.timedelta(seconds=10))
+    assert spread.written_by_others(w.status, {"reserved-u0"}, T0 - dt.timedelta(seconds=10))
+    assert not spread.written_by_others(w.status, {"reserved-u0"}, T0 + dt.timedelta(seconds=1)), "too old"
