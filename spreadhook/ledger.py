@@ -369,6 +369,7 @@ class Ledger:
             if not changed:
                 self._on_commit(CommitStats(len(batch), conflicts, False, writing))
                 return
+            self._claim(group, batch)
             started = time.monotonic()
             try:
                 written = self._store.write_status(current, status)
@@ -469,11 +470,16 @@ class Ledger:
                                                     pod) is not None:
             return None
         with group.lock:
-            if spread.reserved_before(newest, newest.status, version, subset.name, settled=_Settled(group),
-                                      since=self._clock() - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS
-                                                                         + CLOCK_SKEW_SECONDS)):
+            if self._room_may_come_back(group, newest, newest.status, version, subset.name, self._clock()):
                 return None
         return spread.Admission(subset, False, reason="the subset is unlimited")
+
+    @staticmethod
+    def _room_may_come_back(group: _Group, ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str,
+                            subset: str, now: dt.datetime) -> bool:
+        """``spread.reserved_before`` for this process; call with ``group.lock`` held."""
+        since = now - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS)
+        return spread.reserved_before(ws, status, version, subset, settled=_Settled(group), since=since)
 
     def _held_back(self, group: _Group, current: WorkloadSpread, decided: WorkloadSpreadStatus,
                    batch: list[_Request], now: dt.datetime, deadline: float) -> bool:
@@ -483,14 +489,12 @@ class Ledger:
         the last ``HOLD_BACK_MARGIN_SECONDS`` before the deadline, where a late place beats no place."""
         if not self._reserve or time.monotonic() >= deadline - HOLD_BACK_MARGIN_SECONDS:
             return False
-        since = now - dt.timedelta(seconds=RESERVE_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS)
         with group.lock:
-            settled = _Settled(group)
             return any(
                 request.admission is not None and request.admission.subset is not None
                 and not request.from_reserved
-                and spread.reserved_before(current, decided, spread.pod_version(request.pod),
-                                           request.admission.subset.name, settled=settled, since=since)
+                and self._room_may_come_back(group, current, decided, spread.pod_version(request.pod),
+                                             request.admission.subset.name, now)
                 for request in batch if request.pod is not None and not request.deleting)
 
     def _ask_for_reserve(self, group: _Group, version: str) -> None:
@@ -511,26 +515,35 @@ class Ledger:
         lead = min(high, max(low, 3 * group.write_seconds))
         return min(MAX_RESERVED, math.ceil(len(group.arrivals) * lead / RATE_WINDOW_SECONDS))
 
-    def _landed(self, group: _Group, batch: list[_Request], stamped: float) -> tuple[int, int]:
-        """After a write landed: remember the keys it wrote as ours and put the slots it reserved in hand.
-        The slots, and how many were given back."""
+    @staticmethod
+    def _claim(group: _Group, batch: list[_Request]) -> None:
+        """Remember the keys a write is about to add as ours, before it is sent: the watch may bring the
+        written object before the write's own answer does, and our entries must not look like another
+        process's then. (Keys of a write that fails stay remembered, harmlessly: nobody else writes them.)"""
+        now = time.monotonic()
+        with group.lock:
+            for request in batch:
+                for _, key in request.reserved:
+                    group.own[key] = now
+                if request.pod is not None and not request.from_reserved:
+                    key = (request.admission.generated_uid if request.admission is not None else "") or \
+                        spread.pod_name(request.pod)
+                    group.own[key] = now
+
+    @staticmethod
+    def _landed(group: _Group, batch: list[_Request], stamped: float) -> tuple[int, int]:
+        """After a write landed: put the slots it reserved in hand. The slots, and how many were given back."""
         reserved = returned = 0
         now = time.monotonic()
         with group.lock:
             for request in batch:
                 if request.reserved:
                     slots = group.reserved.setdefault(request.version, deque())
-                    for subset, key in request.reserved:
-                        slots.append(_Reserved(subset, key, stamped + RESERVE_LIFETIME_SECONDS,
-                                               request.generation))
-                        group.own[key] = now
+                    slots.extend(_Reserved(subset, key, stamped + RESERVE_LIFETIME_SECONDS, request.generation)
+                                 for subset, key in request.reserved)
                     reserved += len(request.reserved)
                     group.last_taken = max(group.last_taken, now)  # the idle clock starts at the refill
                 returned += len(request.give_back)
-                if request.pod is not None and not request.from_reserved:
-                    key = (request.admission.generated_uid if request.admission is not None else "") or \
-                        spread.pod_name(request.pod)
-                    group.own[key] = now
         return reserved, returned
 
     def _observe(self, group: _Group, ws: WorkloadSpread) -> None:
