@@ -82,8 +82,8 @@ RESERVE_IDLE_SECONDS = 1.0
 """Reserved slots nobody took for this long are returned: the burst is over, and the room should be back for
 the next scale-out (and for other processes) before the reconciler would expire it."""
 RESERVE_LEAD_SECONDS = (0.5, 2.0)
-"""Reserve for the arrivals of three writes' time, within these bounds: a refill must land before the slots
-in hand run out, and it is asked for when half of them are left."""
+"""Reserve for the arrivals of three slow writes' time, within these bounds: a refill must land before the slots
+in hand run out, and it is asked for when a third of them are gone."""
 MAX_RESERVED = 256
 """The most slots one WorkloadSpread's pod version holds ahead in this process."""
 MIN_RESERVED = 4
@@ -111,13 +111,13 @@ class LedgerTimeout(StoreError):
 class _Request:
     """One admission waiting for a commit. ``promoted`` means: the previous leader handed the lead to us.
 
-    A request with no pod asks for slots reserved ahead (``reserve`` of them for pods of ``version``) or
-    returns reserved slots (``give_back``); the background thread makes those."""
+    A request with no pod tops up the slots reserved ahead for pods of ``version`` (``reserve``; how many is
+    decided with the rest of the batch) or returns reserved slots (``give_back``)."""
 
     pod: Mapping[str, Any] | None
     deleting: bool
     workload_replicas: int
-    reserve: int = 0
+    reserve: bool = False
     give_back: tuple[str, ...] = ()
     version: str = ""
     done: threading.Event = field(default_factory=threading.Event)
@@ -150,6 +150,8 @@ class _Group:
     """Until when another writer is known to compete for this WorkloadSpread (monotonic clock)."""
     write_seconds: float = 0.0
     """How long this process's last write of it took: how late another writer may learn it lost to us."""
+    slow_write_seconds: float = 0.0
+    """The slowest recent write (each landed write decays it by a fifth): what the slots in hand must outlast."""
     landed_at: float = 0.0
     """When this process's last write of it landed."""
     ws: WorkloadSpread | None = None
@@ -330,6 +332,8 @@ class Ledger:
         writing = 0.0
         if self._pace(group, deadline):
             self._join_queued(group, batch)  # what arrived during the pause rides along
+        self._serve_reserved(group, current, batch)
+        self._top_up_with(group, current, batch)
         while True:
             self._serve_reserved(group, current, batch)
             status = current.status.clone()
@@ -342,8 +346,9 @@ class Ledger:
                 if request.give_back:
                     changed |= spread.give_back(current, status, request.version, request.give_back)
                 elif request.reserve:
-                    request.reserved = spread.reserve_ahead(current, status, request.version, request.reserve,
-                                                            now=now, new_uid=self._new_uid)
+                    request.reserved = spread.reserve_ahead(
+                        current, status, request.version, self._shortfall(group, request.version, batch),
+                        now=now, new_uid=self._new_uid)
                     request.generation = current.generation
                     changed |= bool(request.reserved)
                 elif request.pod is None or request.from_reserved:
@@ -400,6 +405,7 @@ class Ledger:
             with group.lock:
                 group.landed_at = time.monotonic()
                 group.write_seconds = group.landed_at - started
+                group.slow_write_seconds = max(group.write_seconds, 0.8 * group.slow_write_seconds)
             writing += time.monotonic() - started
             log.debug("ledger commit", extra={"workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
                                               "writeSeconds": round(writing, 3)})
@@ -503,17 +509,39 @@ class Ledger:
             if group.reserving is not None or time.monotonic() < group.foreign_until:
                 return
             target = self._reserve_target(group)
-            if target < MIN_RESERVED or 2 * len(group.reserved.get(version) or ()) >= target:
+            if target < MIN_RESERVED or 3 * len(group.reserved.get(version) or ()) >= 2 * target:
                 return
             group.reserving = version
         self._wake_tender()
 
     @staticmethod
-    def _reserve_target(group: _Group) -> int:
-        """How many slots to hold: the arrivals expected while about three writes are made."""
+    def _reserve_target(group: _Group, waiting: int = 0) -> int:
+        """How many slots to hold: the arrivals expected while about three slow writes are made, and at least
+        as many as pods are waiting for this write (as many clients are creating pods at once). Call with
+        ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
-        lead = min(high, max(low, 3 * group.write_seconds))
-        return min(MAX_RESERVED, math.ceil(len(group.arrivals) * lead / RATE_WINDOW_SECONDS))
+        lead = min(high, max(low, 3 * group.slow_write_seconds))
+        expected = math.ceil(len(group.arrivals) * lead / RATE_WINDOW_SECONDS)
+        return min(MAX_RESERVED, max(expected, waiting))
+
+    def _shortfall(self, group: _Group, version: str, batch: list[_Request]) -> int:
+        """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in."""
+        waiting = sum(1 for r in batch if r.pod is not None and not r.deleting and not r.from_reserved)
+        with group.lock:
+            if time.monotonic() < group.foreign_until:
+                return 0
+            short = self._reserve_target(group, waiting) - len(group.reserved.get(version) or ())
+        return short if short >= MIN_RESERVED else 0
+
+    def _top_up_with(self, group: _Group, current: WorkloadSpread, batch: list[_Request]) -> None:
+        """Let a write that pods wait for also top up the slots for their version: the pods that arrive
+        while it is made would otherwise wait for the next one."""
+        if not self._reserve or not spread.reserves_ahead(current):
+            return
+        asked = {r.version for r in batch if r.reserve}
+        for version in {spread.pod_version(r.pod) for r in batch
+                        if r.pod is not None and not r.deleting and not r.from_reserved} - asked:
+            batch.append(_Request(None, False, 0, reserve=True, version=version))
 
     @staticmethod
     def _claim(group: _Group, batch: list[_Request]) -> None:
@@ -610,11 +638,6 @@ class Ledger:
                     stale[version] = dead
                     group.reserved[version] = deque(slot for slot in slots if slot.key not in dead)
             refill = group.reserving
-            want = 0
-            if refill is not None:
-                want = self._reserve_target(group) - len(group.reserved.get(refill) or ())
-                if want < MIN_RESERVED or now < group.foreign_until:
-                    group.reserving = refill = None
             for keys in stale.values():
                 group.returning.update(keys)
         deadline = now + RESERVE_LIFETIME_SECONDS - 1
@@ -627,7 +650,7 @@ class Ledger:
         if refill is None:
             return
         try:
-            self._submit(ws, _Request(None, False, 0, reserve=want, version=refill), deadline)
+            self._submit(ws, _Request(None, False, 0, reserve=True, version=refill), deadline)
         finally:
             with group.lock:
                 group.reserving = None

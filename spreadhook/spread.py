@@ -548,7 +548,9 @@ def rebase(
     reconciler for as long as the burst lasts), the entries that appeared since ``base`` are replayed onto
     the plan as the reconciler would have counted them: a new ``creatingPods`` entry takes a slot unless
     its pod was already among the counted pods; a new ``deletingPods`` entry gives one back if its pod is
-    still active. The webhook only ever adds entries, so nothing else can have changed.
+    still active. The one entry the webhook removes is a slot it reserved ahead and gives back unused
+    (``give_back``): the plan drops it too, with its room, as ``give_back`` returns room. Nothing else can
+    have changed.
     """
     counted = {ledger_key(p) for p in pods} | {pod_name(p) for p in pods}
     active = {pod_name(p) for p in pods if is_active(p)}
@@ -567,6 +569,12 @@ def rebase(
                 continue  # otherwise the plan dropped it on purpose (its subset left the spec)
             old = old or SubsetStatus(entry.name)
             limit = limits.get(entry.name)
+            returned = [key for key in old.creating_pods
+                        if key.startswith(RESERVED_PREFIX) and key not in entry.creating_pods
+                        and into.creating_pods.pop(key, None) is not None]
+            if returned and limit is not None and into.missing_replicas != -1:
+                room = limit - into.replicas - len(into.creating_pods) + len(into.deleting_pods)
+                into.missing_replicas = max(0, min(into.missing_replicas + len(returned), room, limit))
             for key, stamp in entry.creating_pods.items():
                 if key in old.creating_pods or key in counted or key in into.creating_pods:
                     continue

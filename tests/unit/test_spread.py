@@ -497,3 +497,15 @@ def test_another_processes_recent_entry_is_told_apart_from_ours() -> None:
     assert not spread.written_by_others(w.status, ours, T0 - dt.timedelta(seconds=10))
     assert spread.written_by_others(w.status, {"reserved-u0"}, T0 - dt.timedelta(seconds=10))
     assert not spread.written_by_others(w.status, {"reserved-u0"}, T0 + dt.timedelta(seconds=1)), "too old"
+
+
+def test_rebase_drops_reserved_slots_given_back_after_the_plan_was_read_and_returns_their_room() -> None:
+    w, _ = reserved_spread(3)
+    base = w.status.clone()
+    plan = reconcile(w, [])  # planned while the three slots were still held
+    assert plan.status.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas == 0
+    newest = base.clone()
+    spread.give_back(w, newest, model.VERSION_IGNORED, ["reserved-u1", "reserved-u2"])
+    rebased = spread.rebase(w, plan.status, base, newest, [], 10)
+    entry = rebased.versioned_subset_statuses[model.VERSION_IGNORED][0]
+    assert (set(entry.creating_pods), entry.missing_replicas) == ({"reserved-u0"}, 2)
