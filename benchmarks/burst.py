@@ -20,7 +20,10 @@ and 256 unless ``--concurrency`` names one):
 3. **through a null webhook**: spreadhook stopped and ``benchmarks/nullhook`` (a Go webhook from the
    standard library that decodes each review and admits the pod unchanged, built here with ``go``)
    registered in its place, the same burst into a fresh namespace: what any webhook costs on this machine
-   before it decides anything, the hardware's floor under the call floor of step 2;
+   before it decides anything, the hardware's floor under the call floor of step 2; then once more with
+   the null webhook answering every pod with the JSON patch spreadhook answers for a burst pod in the first
+   bandwidth package (``spreadhooks_patch``): the floor of any webhook that makes spreadhook's change to the
+   pods (kube-apiserver applying the patch, and every component handling the larger pods), in any language;
 4. **without it**: the webhooks unregistered and no webhook process running (the bare control plane: no
    admission call, no watch, no reconciler writes), the same burst with the same client code
    (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace. spreadhook is restarted and
@@ -98,7 +101,7 @@ from harness.bandwidth import (
 from harness.build import go_executable
 from harness.controlplane import ControlPlane
 from harness.install import Webhook, apply_base, free_port, register, unregister
-from spreadhook import certs
+from spreadhook import certs, model, mutation
 
 COST = "controller.kubernetes.io/pod-deletion-cost"
 WEBHOOK_NAME = "mpod.spreadhook.io"
@@ -272,6 +275,8 @@ class Run:
     """Through ``benchmarks/nullhook`` instead of spreadhook: what any webhook call costs this machine."""
     null_apiserver_p50_ms: float | None = None
     null_apiserver_p99_ms: float | None = None
+    patching_pods_per_s: float = 0.0
+    """Through ``benchmarks/nullhook -patch``: what any webhook that patches the pods as spreadhook does costs."""
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -313,6 +318,7 @@ class Run:
     """CPU ms per pod by component during the burst through the webhook (``benchmarks.cpu``)."""
     cpu_idle: cpu.CpuTimes = field(default_factory=dict)
     cpu_null: cpu.CpuTimes = field(default_factory=dict)
+    cpu_patching: cpu.CpuTimes = field(default_factory=dict)
     cpu_without: cpu.CpuTimes = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -327,6 +333,10 @@ class Run:
     @property
     def null_ratio(self) -> float:
         return self.null_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+
+    @property
+    def patching_ratio(self) -> float:
+        return self.patching_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
 
     @property
     def status_writes_per_pod(self) -> float:
@@ -564,10 +574,29 @@ class NullWebhook(Webhook):
 
     binary: Path = Path()
     name: str = "nullhook"
+    patch: Path | None = None
+    """A JSON patch file to answer every review with (``-patch``); None admits pods unchanged."""
 
     def server_command(self, subcommand: str = "run") -> list[str]:
-        return [str(self.binary), "-addr", f"127.0.0.1:{self.port}", "-cert", str(self.cert_dir / certs.TLS_CRT),
-                "-key", str(self.cert_dir / certs.TLS_KEY)]
+        command = [str(self.binary), "-addr", f"127.0.0.1:{self.port}", "-cert", str(self.cert_dir / certs.TLS_CRT),
+                   "-key", str(self.cert_dir / certs.TLS_KEY)]
+        return command if self.patch is None else [*command, "-patch", str(self.patch)]
+
+
+def spreadhooks_patch(api: client.ApiClient, path: Path) -> Path:
+    """Write to PATH the JSON patch spreadhook answers for a burst pod put in the scenario's first subset:
+    the pod as kube-apiserver hands it to webhooks (a server-side dry run of the burst's pod, defaulted and
+    through the built-in admission plugins), mutated by spreadhook's own ``mutation.mutate``. Every burst pod
+    has that shape (only the name and instance-id label differ), so the patch applies to each of them."""
+    ws_doc, cloneset = scenario_documents()
+    cloneset = {**cloneset, "metadata": {**cloneset["metadata"], "uid": str(uuid.uuid4())}}
+    pod = cloneset_pod_factory(cloneset, "patch-probe")(0)
+    answer = client.CoreV1Api(api).create_namespaced_pod("default", pod, dry_run="All", _preload_content=False)
+    defaulted = json.loads(answer.data)
+    ws = model.parse(ws_doc)
+    _, patch = mutation.mutate(defaulted, ws, ws.subsets[0])
+    path.write_text(json.dumps(patch))
+    return path
 
 
 def build_nullhook(directory: Path) -> Path:
@@ -584,12 +613,18 @@ def build_nullhook(directory: Path) -> Path:
 def burst_through_null_webhook(cp: ControlPlane, api: client.ApiClient, null: NullWebhook, ca_pem: bytes, run: Run,
                                log: Log) -> None:
     """The hardware's floor: the same burst through a webhook that decides nothing and costs next to no CPU
-    itself, so what is lost against the bare control plane is kube-apiserver's side of any webhook call."""
+    itself, so what is lost against the bare control plane is kube-apiserver's side of any webhook call (and,
+    with ``null.patch``, of applying spreadhook's patch and handling the larger pods)."""
     null.start()
     try:
         register(cp, null.url, ca_pem)
         _wait_webhook_called(cp, api, registered=True)
         before = scrape_apiserver(cp)
+        if null.patch is not None:
+            result, run.cpu_patching = burst_without_spread(cp, api, "burst-patching", run)
+            run.patching_pods_per_s = result.pods_per_second
+            log(f"C={run.concurrency} through the null webhook answering spreadhook's patch: {result.summary()}")
+            return
         result, run.cpu_null = burst_without_spread(cp, api, "burst-null", run)
         run.null_pods_per_s = result.pods_per_second
         run.null_apiserver_p50_ms, run.null_apiserver_p99_ms = apiserver_seen_ms(delta(scrape_apiserver(cp), before))
@@ -643,11 +678,15 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         workdir = directory / "spreadhook"
         workdir.mkdir()
         apply_base(cp)
+        patch = spreadhooks_patch(api, workdir / "spreadhook-patch.json")
         ca_pem = certs.load_or_create(workdir / "certs", extra_sans=("127.0.0.1",)).ca_bundle_pem()
         webhook = (ServeOnly if split else Webhook)(cp, workdir, free_port(), workdir / "certs")
         webhook.start()
         register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
-        null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=build_nullhook(workdir))
+        binary = build_nullhook(workdir)
+        null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary)
+        patching = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary, name="nullhook-patching",
+                               patch=patch)
         for concurrency in concurrencies:
             run = Run(concurrency, pods)
             runs.append(run)
@@ -661,6 +700,7 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
             webhook.stop()
             _wait_webhook_called(cp, api, registered=False)
             burst_through_null_webhook(cp, api, null, ca_pem, run, log)
+            burst_through_null_webhook(cp, api, patching, ca_pem, run, log)
             burst_without_webhook(cp, api, run, log)
         if webhook.alive():
             webhook.stop()
@@ -697,6 +737,9 @@ def table(runs: list[Run]) -> str:
          "webhook histogram"),
         ("pods/s through a null Go webhook", [_fmt(r.null_pods_per_s) for r in runs], "any webhook's floor"),
         ("ratio null/without", [_fmt(r.null_ratio, 3) for r in runs], ""),
+        ("pods/s through it answering spreadhook's patch", [_fmt(r.patching_pods_per_s) for r in runs],
+         "the floor of spreadhook's change"),
+        ("ratio patching null/without", [_fmt(r.patching_ratio, 3) for r in runs], ""),
         ("apiserver-seen null p50/p99 ms",
          [f"{_fmt(r.null_apiserver_p50_ms)}/{_fmt(r.null_apiserver_p99_ms)}" for r in runs], "coarse buckets"),
         ("webhook admission p50 ms", [_fmt(r.p50_ms, 2) for r in runs], ""),
@@ -747,13 +790,13 @@ def table(runs: list[Run]) -> str:
 
 
 def _cpu_rows(runs: list[Run]) -> list[tuple[str, list[str], str]]:
-    """CPU ms per pod by component, as with / no-spread / without: on a saturated machine pods/s falls by
-    the extra CPU each pod costs, so these say which component pays for the webhook."""
+    """CPU ms per pod by component, as with / no-spread / null / null+patch / without: on a saturated machine
+    pods/s falls by the extra CPU each pod costs, so these say which component pays for the webhook."""
     def cell(r: Run, component: str | None) -> str:
         return "/".join(_fmt(sum(t.values()) if component is None else t.get(component), 1) if t else "-"
-                        for t in (r.cpu_with, r.cpu_idle, r.cpu_null, r.cpu_without))
+                        for t in (r.cpu_with, r.cpu_idle, r.cpu_null, r.cpu_patching, r.cpu_without))
 
-    columns = "with/no-spread/null/without"
+    columns = "with/no-spread/null/null+patch/without"
     rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], columns) for c in cpu.COMPONENTS]
     return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], columns)]
 
