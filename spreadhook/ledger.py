@@ -81,10 +81,10 @@ within 5 s leaves the pod's create 25 s to land, where an ordinary entry leaves 
 RESERVE_IDLE_SECONDS = 1.0
 """Reserved slots nobody took for this long are returned: the burst is over, and the room should be back for
 the next scale-out (and for other processes) before the reconciler would expire it."""
-RESERVE_LEAD_SECONDS = (0.5, 2.0)
+RESERVE_LEAD_SECONDS = (0.5, 4.0)
 """Reserve for the arrivals of three slow writes' time, within these bounds: a refill must land before the slots
 in hand run out, and it is asked for when a third of them are gone."""
-MAX_RESERVED = 256
+MAX_RESERVED = 512
 """The most slots one WorkloadSpread's pod version holds ahead in this process."""
 MIN_RESERVED = 4
 """Fewer than this is not worth a write of its own: a slow scale-out goes through the ledger pod by pod."""
@@ -525,11 +525,14 @@ class Ledger:
         return min(MAX_RESERVED, max(expected, waiting))
 
     def _shortfall(self, group: _Group, version: str, batch: list[_Request]) -> int:
-        """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in."""
-        waiting = sum(1 for r in batch if r.pod is not None and not r.deleting and not r.from_reserved)
+        """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in: pods
+        queued behind it count as waiting too, so that the first wave of a burst, which all queues behind the
+        burst's first write, is answered from that write's slots instead of waiting for a second one."""
         with group.lock:
             if time.monotonic() < group.foreign_until:
                 return 0
+            waiting = sum(1 for r in (*batch, *group.queue)
+                          if r.pod is not None and not r.deleting and not r.from_reserved)
             short = self._reserve_target(group, waiting) - len(group.reserved.get(version) or ())
         return short if short >= MIN_RESERVED else 0
 

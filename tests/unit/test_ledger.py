@@ -13,7 +13,7 @@ import pytest
 from spreadhook import model, spread
 from spreadhook.ledger import CommitStats, Ledger, LedgerTimeout
 from spreadhook.store import MemoryStore
-from tests.unit.factories import pod, ws_dict
+from tests.unit.factories import T0, pod, ws_dict
 
 SUBSETS = [{"name": "a", "maxReplicas": 50}, {"name": "b", "maxReplicas": 50}, {"name": "c"}]
 
@@ -247,15 +247,17 @@ def test_a_process_that_sees_another_writers_entry_returns_its_reserved_slots_an
 
 
 def test_a_dry_run_is_answered_with_the_subset_of_the_next_reserved_slot_and_takes_nothing() -> None:
-    store = MemoryStore(write_latency=0.005)
-    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 30}, {"name": "b", "maxReplicas": 300}]))
+    store = wide_store(write_latency=0.005)
     ledger = Ledger(store, reserve=True)
-    admit_burst([ledger], store, 24, threads=8)
+    burst_until_reserved(ledger, store)
     current = store.workload_spread("default", "ws")
     assert current is not None
+    full = current.status.clone()
+    full.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas = 0  # the rest of a went meanwhile
+    current = store.write_status(current, full)
     before = held_keys(store)
-    assert current.status.versioned_subset_statuses[model.VERSION_IGNORED][0].missing_replicas == 0, \
-        "subset a is held by pods and reserved slots"
+    assert spread.admit(current, current.status.clone(), pod("dry"), workload_replicas=0, now=T0,
+                        new_uid=lambda: "x").subset.name == "b", "without the slots, the pod would go to b"
     preview = ledger.preview(current, pod("dry"), workload_replicas=0)
     assert preview.subset is not None and preview.subset.name == "a" and not preview.changed
     assert held_keys(store) == before
