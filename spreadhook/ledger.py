@@ -442,7 +442,8 @@ class Ledger:
         if not slots or now < group.foreign_until:
             return None
         slot = slots[0]
-        if slot.usable_until <= now or slot.generation != newest.generation:
+        if (slot.usable_until <= now or slot.generation != newest.generation
+                or group.ws is None or group.ws.uid != newest.uid):  # deleted, or created anew, since
             return None
         statuses = newest.status.versioned_subset_statuses.get(version) or []
         if spread.recorded_subset(statuses, pod) is not None:
