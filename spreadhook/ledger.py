@@ -90,6 +90,9 @@ MIN_RESERVED = 4
 """Fewer than this is not worth a write of its own: a slow scale-out goes through the ledger pod by pod."""
 FOREIGN_SECONDS = 10.0
 """How long after seeing another writer's entry this process reserves nothing ahead."""
+OWN_MEMORY_SECONDS = 80.0
+"""How long a key this process wrote is remembered as its own: longer than any entry lives in the status
+(``spread.CREATE_TIMEOUT``, plus the fresh-list interval the reconciler may hold an expiry for)."""
 RATE_WINDOW_SECONDS = 1.0
 HOLD_BACK_MARGIN_SECONDS = 1.0
 """A batch waiting for reserved slots to come back stops waiting this long before its deadline."""
@@ -590,7 +593,7 @@ class Ledger:
                 return
             group.observed = ws.resource_version
             now = time.monotonic()
-            for key in [k for k, at in group.own.items() if at < now - 2 * FOREIGN_SECONDS - 60]:
+            for key in [k for k, at in group.own.items() if at < now - OWN_MEMORY_SECONDS]:
                 del group.own[key]
             since = self._clock() - dt.timedelta(seconds=FOREIGN_SECONDS)
             if not spread.written_by_others(ws.status, group.own, since):
@@ -636,28 +639,28 @@ class Ledger:
             idle = now - group.last_taken >= RESERVE_IDLE_SECONDS or now < group.foreign_until
             stale: dict[str, tuple[str, ...]] = {}
             for version, slots in group.reserved.items():
-                dead = tuple(slot.key for slot in slots
-                             if idle or slot.usable_until <= now or slot.generation != ws.generation)
-                if dead:
-                    stale[version] = dead
-                    group.reserved[version] = deque(slot for slot in slots if slot.key not in dead)
+                usable = deque(slot for slot in slots
+                               if not idle and slot.usable_until > now and slot.generation == ws.generation)
+                if len(usable) < len(slots):
+                    kept = {slot.key for slot in usable}
+                    stale[version] = tuple(slot.key for slot in slots if slot.key not in kept)
+                    group.reserved[version] = usable
+                    group.returning.update(stale[version])
             refill = group.reserving
-            for keys in stale.values():
-                group.returning.update(keys)
         deadline = now + RESERVE_LIFETIME_SECONDS - 1
-        for version, keys in stale.items():
-            try:
-                self._submit(ws, _Request(None, False, 0, give_back=keys, version=version), deadline)
-            finally:
-                with group.lock:
-                    group.returning.difference_update(keys)
-        if refill is None:
-            return
         try:
-            self._submit(ws, _Request(None, False, 0, reserve=True, version=refill), deadline)
+            for version, keys in stale.items():
+                try:
+                    self._submit(ws, _Request(None, False, 0, give_back=keys, version=version), deadline)
+                finally:
+                    with group.lock:
+                        group.returning.difference_update(keys)
+            if refill is not None:
+                self._submit(ws, _Request(None, False, 0, reserve=True, version=refill), deadline)
         finally:
-            with group.lock:
-                group.reserving = None
+            if refill is not None:
+                with group.lock:
+                    group.reserving = None
 
     @staticmethod
     def _join_queued(group: _Group, batch: list[_Request]) -> None:
