@@ -335,10 +335,9 @@ class Ledger:
         writing = 0.0
         if self._pace(group, deadline):
             self._join_queued(group, batch)  # what arrived during the pause rides along
-        self._serve_reserved(group, current, batch)
-        self._top_up_with(group, current, batch)
         while True:
             self._serve_reserved(group, current, batch)
+            self._top_up_with(group, current, batch)  # once per version: it skips versions already asked for
             status = current.status.clone()
             now = self._clock()
             stamped = time.monotonic()

@@ -284,19 +284,29 @@ def give_back(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, ke
         if not removed:
             continue
         changed = True
-        limit = limits.get(entry.name)
-        if limit is None or entry.missing_replicas == -1:
-            continue
-        room = limit - entry.replicas - len(entry.creating_pods) + len(entry.deleting_pods)
-        entry.missing_replicas = max(0, min(entry.missing_replicas + len(removed), room, limit))
+        _return_room(entry, limits.get(entry.name), len(removed))
     return changed
+
+
+def _return_room(entry: SubsetStatus, limit: int | None, slots: int) -> None:
+    """Give ``slots`` dropped reservations' room back to ``entry``, never beyond ``max - replicas - creating +
+    deleting`` (the reconciler's formula, over the entries left) nor beyond the max itself."""
+    if limit is None or entry.missing_replicas == -1:
+        return
+    room = limit - entry.replicas - len(entry.creating_pods) + len(entry.deleting_pods)
+    entry.missing_replicas = max(0, min(entry.missing_replicas + slots, room, limit))
+
+
+def _entries_by_name(status: WorkloadSpreadStatus, version: str) -> dict[str, SubsetStatus]:
+    """The ledger of one pod version, by subset name (empty when the version has none yet)."""
+    return {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
 
 
 def may_take_reserved(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str, subset_name: str) -> bool:
     """Whether a pod of ``version`` may take a slot reserved in ``subset_name``: only where ``admit`` would put
     it now, that is when every schedulable subset before it is full (room given back by a deletion, or a
     subset edited into the spec, sends the pod through the ledger instead)."""
-    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    by_name = _entries_by_name(status, version)
     for subset in ws.subsets:
         entry = by_name.get(subset.name)
         if entry is None:
@@ -311,7 +321,7 @@ def may_take_reserved(ws: WorkloadSpread, status: WorkloadSpreadStatus, version:
 def without_max_next(ws: WorkloadSpread, status: WorkloadSpreadStatus, version: str) -> Subset | None:
     """The subset without a max that ``admit`` would choose now for a pod of ``version``, if it would choose
     one: such a pod needs no ledger entry, so it need not wait for anybody's write."""
-    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    by_name = _entries_by_name(status, version)
     for subset in ws.subsets:
         entry = by_name.get(subset.name)
         if entry is None:
@@ -333,7 +343,7 @@ def reserved_before(
     that is not ``settled`` (known to be taken by a pod or to stay reserved): room that is taken now but may
     come back within moments (another process's slots, or ours on their way back), so a pod sent past it
     might leave a hole behind."""
-    by_name = {s.name: s for s in status.versioned_subset_statuses.get(version) or []}
+    by_name = _entries_by_name(status, version)
     for subset in ws.subsets:
         if subset.name == subset_name:
             return False
@@ -572,9 +582,8 @@ def rebase(
             returned = [key for key in old.creating_pods
                         if key.startswith(RESERVED_PREFIX) and key not in entry.creating_pods
                         and into.creating_pods.pop(key, None) is not None]
-            if returned and limit is not None and into.missing_replicas != -1:
-                room = limit - into.replicas - len(into.creating_pods) + len(into.deleting_pods)
-                into.missing_replicas = max(0, min(into.missing_replicas + len(returned), room, limit))
+            if returned:
+                _return_room(into, limit, len(returned))
             for key, stamp in entry.creating_pods.items():
                 if key in old.creating_pods or key in counted or key in into.creating_pods:
                     continue
