@@ -198,7 +198,8 @@ class Webhook:
             admission = self._ledger.preview(ws, pod, workload_replicas=replicas)
         else:
             try:
-                admission = self._ledger.admit(ws, pod, workload_replicas=replicas, deadline=deadline)
+                admission = self._ledger.admit(ws, pod, workload_replicas=replicas, deadline=deadline,
+                                               pods_to_come=self._pods_to_come(ws))
             except LedgerTimeout as exc:
                 fallback = spread.admit_unlimited(ws, pod, workload_replicas=replicas)
                 if fallback is None or fallback.subset is None:
@@ -241,10 +242,15 @@ class Webhook:
         return None
 
     def _workload_replicas(self, ws: WorkloadSpread) -> int:
+        return workloads.replicas(ws, self._target(ws), self._custom)
+
+    def _pods_to_come(self, ws: WorkloadSpread) -> int:
+        return workloads.pods_to_come(ws, self._target(ws), self._custom) if spread.reserves_ahead(ws) else 0
+
+    def _target(self, ws: WorkloadSpread) -> Obj | None:
+        """The workload the WorkloadSpread targets, from the cache."""
         ref = ws.target_ref
-        assert ref is not None
-        return workloads.replicas(ws, self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name),
-                                  self._custom)
+        return None if ref is None else self._store.workload(ws.namespace, ref.api_version, ref.kind, ref.name)
 
     def _delete(self, review: Review, pod: Any, deadline: float) -> Verdict:
         if review.dry_run:

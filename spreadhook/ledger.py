@@ -74,18 +74,32 @@ WATCH_WAIT_SECONDS = 0.2
 """After a conflict, how long to wait for the watch to bring the write that won before reading it afresh."""
 MAX_PAUSE_SECONDS = 0.5
 """The longest pause between two writes, however slow writes get."""
-RESERVE_LIFETIME_SECONDS = 5.0
+RESERVE_LIFETIME_SECONDS = 10.0
 """How long after its entry's timestamp a reserved slot may still be handed to a pod. The reconciler gives an
 entry back ``CREATE_TIMEOUT`` (30 s) after its timestamp when no pod carries its key, so a slot handed out
-within 5 s leaves the pod's create 25 s to land, where an ordinary entry leaves it 30 s."""
+within 10 s leaves the pod's create 20 s to land (an admission's own deadline is at most 10 s). The timestamp
+is taken before the write is sent, and a write on a saturated kube-apiserver took 2.5 s: with 5 s, the last
+slots of a refill expired unused while the pods behind them waited for the next write."""
 RESERVE_IDLE_SECONDS = 1.0
 """Reserved slots nobody took for this long are returned: the burst is over, and the room should be back for
 the next scale-out (and for other processes) before the reconciler would expire it."""
-RESERVE_LEAD_SECONDS = (0.5, 4.0)
+RESERVE_LEAD_SECONDS = (1.0, 4.0)
 """Reserve for the arrivals of three slow writes' time, within these bounds: a refill must land before the slots
-in hand run out, and it is asked for when a third of them are gone."""
-MAX_RESERVED = 512
-"""The most slots one WorkloadSpread's pod version holds ahead in this process."""
+in hand run out, and it is asked for when a quarter of them are gone. A status write on a saturated
+kube-apiserver takes as long as a pod create, and jumps threefold without warning (measured at C=64: 0.3 s
+writes, then one of 1.1 s), so even fast writes are given a second of arrivals. The upper bound stays below
+``RESERVE_LIFETIME_SECONDS``: the last slot of a refill must still be usable when its turn comes."""
+SLOW_WRITE_MEMORY_SECONDS = 10.0
+"""How long a slow write is remembered as what the slots in hand must outlast. Write times on a busy
+kube-apiserver come in spikes seconds apart; forgetting a spike after a few quick writes let the slots run
+dry at the next one."""
+MAX_RESERVED = 1024
+"""The most slots one WorkloadSpread's pod version holds ahead in this process: four seconds of arrivals at
+250 pods/s."""
+FIRST_WAVE_RESERVED = 256
+"""The most slots a write reserves for pods the workload has yet to create (``workloads.pods_to_come``)
+before the arrival rate is known: the first wave of a burst arrives while the burst's first write is made,
+and would otherwise wait for the second."""
 MIN_RESERVED = 4
 """Fewer than this is not worth a write of its own: a slow scale-out goes through the ledger pod by pod."""
 FOREIGN_SECONDS = 10.0
@@ -93,7 +107,10 @@ FOREIGN_SECONDS = 10.0
 OWN_MEMORY_SECONDS = 80.0
 """How long a key this process wrote is remembered as its own: longer than any entry lives in the status
 (``spread.CREATE_TIMEOUT``, plus the fresh-list interval the reconciler may hold an expiry for)."""
-RATE_WINDOW_SECONDS = 1.0
+RATE_MEMORY_SECONDS = 5
+"""The arrival rate reserved for is the busiest second of this many. Clients whose pods wait for a write stop
+creating more, so the last second alone undercounts exactly when the slots have run out, and the refill
+that follows is too small again."""
 HOLD_BACK_MARGIN_SECONDS = 1.0
 """A batch waiting for reserved slots to come back stops waiting this long before its deadline."""
 CLOCK_SKEW_SECONDS = 2.0
@@ -120,6 +137,8 @@ class _Request:
     pod: Mapping[str, Any] | None
     deleting: bool
     workload_replicas: int
+    pods_to_come: int = 0
+    """How many pods the workload has yet to create, by its own object (``workloads.pods_to_come``)."""
     reserve: bool = False
     give_back: tuple[str, ...] = ()
     version: str = ""
@@ -153,8 +172,9 @@ class _Group:
     """Until when another writer is known to compete for this WorkloadSpread (monotonic clock)."""
     write_seconds: float = 0.0
     """How long this process's last write of it took: how late another writer may learn it lost to us."""
-    slow_write_seconds: float = 0.0
-    """The slowest recent write (each landed write decays it by a fifth): what the slots in hand must outlast."""
+    recent_writes: deque[tuple[float, float]] = field(default_factory=deque)
+    """When this process's writes of it landed and how long each took, over ``SLOW_WRITE_MEMORY_SECONDS``: the
+    slowest is what the slots in hand must outlast."""
     landed_at: float = 0.0
     """When this process's last write of it landed."""
     ws: WorkloadSpread | None = None
@@ -163,8 +183,9 @@ class _Group:
     """Slots reserved ahead and not yet taken, per pod version, in the order ``spread.admit`` fills them."""
     reserving: str | None = None
     """The pod version of the refill asked for or in flight, if any."""
-    arrivals: deque[float] = field(default_factory=deque)
-    """When pod CREATEs for this WorkloadSpread arrived, over the last ``RATE_WINDOW_SECONDS``."""
+    arrivals: deque[list[int]] = field(default_factory=deque)
+    """How many pod CREATEs for this WorkloadSpread arrived in each second (``[second, count]``) of the last
+    ``RATE_MEMORY_SECONDS``."""
     last_taken: float = 0.0
     own: dict[str, float] = field(default_factory=dict)
     """Ledger keys this process wrote, and when: an entry under any other key is another process's."""
@@ -231,9 +252,11 @@ class Ledger:
         self._tender: threading.Thread | None = None
 
     def admit(
-        self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int, deadline: float
+        self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int, deadline: float,
+        pods_to_come: int = 0,
     ) -> spread.Admission:
-        """Choose the pod's subset and make sure the status records it before returning."""
+        """Choose the pod's subset and make sure the status records it before returning. ``pods_to_come``, the
+        pods the workload has yet to create, sizes the slots the first write of a burst reserves."""
         if not spread.needs_ledger(ws):
             return spread.admit(ws, ws.status.clone(), pod, workload_replicas=workload_replicas,
                                 now=self._clock(), new_uid=self._new_uid)
@@ -249,7 +272,7 @@ class Ledger:
             unlimited = self._without_max_now(group, newest, pod, version)
             if unlimited is not None:
                 return unlimited
-        request = self._submit(ws, _Request(pod, False, workload_replicas), deadline)
+        request = self._submit(ws, _Request(pod, False, workload_replicas, pods_to_come), deadline)
         assert request.admission is not None
         return request.admission
 
@@ -407,7 +430,9 @@ class Ledger:
             with group.lock:
                 group.landed_at = time.monotonic()
                 group.write_seconds = group.landed_at - started
-                group.slow_write_seconds = max(group.write_seconds, 0.8 * group.slow_write_seconds)
+                group.recent_writes.append((group.landed_at, group.write_seconds))
+                while group.recent_writes[0][0] < group.landed_at - SLOW_WRITE_MEMORY_SECONDS:
+                    group.recent_writes.popleft()
             writing += time.monotonic() - started
             log.debug("ledger commit", extra={"workloadSpread": ws.key, "batch": len(batch), "conflicts": conflicts,
                                               "writeSeconds": round(writing, 3)})
@@ -424,9 +449,7 @@ class Ledger:
         now = time.monotonic()
         with group.lock:
             if arrived:
-                group.arrivals.append(now)
-                while group.arrivals and group.arrivals[0] < now - RATE_WINDOW_SECONDS:
-                    group.arrivals.popleft()
+                self._count_arrival(group, int(now))
             slot = self._usable_slot(group, newest, pod, version, now)
             if slot is None:
                 return None
@@ -435,6 +458,16 @@ class Ledger:
         self._on_reserved_taken()
         return spread.Admission(newest.subset(slot.subset), False, generated_uid=slot.key,
                                 reason="a slot reserved ahead")
+
+    @staticmethod
+    def _count_arrival(group: _Group, second: int) -> None:
+        """Call with ``group.lock`` held."""
+        if group.arrivals and group.arrivals[-1][0] == second:
+            group.arrivals[-1][1] += 1
+        else:
+            group.arrivals.append([second, 1])
+        while group.arrivals[0][0] <= second - RATE_MEMORY_SECONDS:
+            group.arrivals.popleft()
 
     @staticmethod
     def _usable_slot(group: _Group, newest: WorkloadSpread, pod: Mapping[str, Any], version: str,
@@ -512,20 +545,25 @@ class Ledger:
             if group.reserving is not None or time.monotonic() < group.foreign_until:
                 return
             target = self._reserve_target(group)
-            if target < MIN_RESERVED or 3 * len(group.reserved.get(version) or ()) >= 2 * target:
+            if target < MIN_RESERVED or 4 * len(group.reserved.get(version) or ()) >= 3 * target:
                 return
             group.reserving = version
         self._wake_tender()
 
     @staticmethod
-    def _reserve_target(group: _Group, waiting: int = 0) -> int:
-        """How many slots to hold: the arrivals expected while about three slow writes are made, and at least
-        as many as pods are waiting for this write (as many clients are creating pods at once). Call with
-        ``group.lock`` held."""
+    def _reserve_target(group: _Group, waiting: int = 0, to_come: int = 0) -> int:
+        """How many slots to hold: the arrivals expected while about three slow writes are made, at least as
+        many as pods are waiting for this write (as many clients are creating pods at once), and, while the
+        rate is not known yet, what the workload says it has yet to create (``TO_COME``, bounded by
+        ``FIRST_WAVE_RESERVED``). Call with ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
-        lead = min(high, max(low, 3 * group.slow_write_seconds))
-        expected = math.ceil(len(group.arrivals) * lead / RATE_WINDOW_SECONDS)
-        return min(MAX_RESERVED, max(expected, waiting))
+        since = time.monotonic() - SLOW_WRITE_MEMORY_SECONDS
+        slowest = max((seconds for landed, seconds in group.recent_writes if landed >= since), default=0.0)
+        lead = min(high, max(low, 3 * slowest))
+        recent = int(time.monotonic()) - RATE_MEMORY_SECONDS
+        per_second = max((count for second, count in group.arrivals if second > recent), default=0)
+        expected = math.ceil(per_second * lead)
+        return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come)))
 
     def _shortfall(self, group: _Group, version: str, batch: list[_Request]) -> int:
         """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in: pods
@@ -534,9 +572,10 @@ class Ledger:
         with group.lock:
             if time.monotonic() < group.foreign_until:
                 return 0
-            waiting = sum(1 for r in (*batch, *group.queue)
-                          if r.pod is not None and not r.deleting and not r.from_reserved)
-            short = self._reserve_target(group, waiting) - len(group.reserved.get(version) or ())
+            waiting = [r for r in (*batch, *group.queue)
+                       if r.pod is not None and not r.deleting and not r.from_reserved]
+            to_come = max((r.pods_to_come for r in waiting), default=0)
+            short = self._reserve_target(group, len(waiting), to_come) - len(group.reserved.get(version) or ())
         return short if short >= MIN_RESERVED else 0
 
     def _top_up_with(self, group: _Group, current: WorkloadSpread, batch: list[_Request]) -> None:

@@ -139,6 +139,22 @@ def replicas(ws: WorkloadSpread, workload: Mapping[str, Any] | None, custom: Ite
     return _int_at(workload, "spec.replicas")
 
 
+def pods_to_come(ws: WorkloadSpread, workload: Mapping[str, Any] | None,
+                 custom: Iterable[CustomWorkload] = ()) -> int:
+    """How many pods the workload has yet to create, by its own object: the pods it wants (``replicas``) less
+    those its controller last reported (``status.replicas``; a Job's ``status.active``). Controllers report in
+    batches, so during a burst this runs ahead of the truth: it sizes the slots a burst's first write reserves,
+    and never decides where a pod goes. A StatefulSet that creates its pods in order, each once the one before
+    is ready (``podManagementPolicy`` other than ``Parallel``), has none to come at once: 0."""
+    if workload is None:
+        return 0
+    if str(workload.get("kind", "")) == "StatefulSet" and (workload.get("spec") or {}).get(
+            "podManagementPolicy") != "Parallel":
+        return 0
+    is_job = (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) == ("batch", "Job")
+    return max(0, replicas(ws, workload, custom) - _int_at(workload, "status.active" if is_job else "status.replicas"))
+
+
 def _int_at(obj: Any, path: str) -> int:
     """The integer at a dot-separated path (list indexes as numbers); anything else counts as 0."""
     node = obj

@@ -261,3 +261,19 @@ def test_a_dry_run_is_answered_with_the_subset_of_the_next_reserved_slot_and_tak
     preview = ledger.preview(current, pod("dry"), workload_replicas=0)
     assert preview.subset is not None and preview.subset.name == "a" and not preview.changed
     assert held_keys(store) == before
+
+
+def test_the_first_write_of_a_burst_reserves_for_the_pods_the_workload_has_yet_to_create() -> None:
+    """The first wave of a burst arrives while the burst's first write is made; reserving only from the arrival
+    rate (one pod so far) would have every pod of that wave wait for a second write."""
+    store = wide_store(write_latency=0.005)
+    ledger = Ledger(store, reserve=True)
+    current = store.workload_spread("default", "ws")
+    assert current is not None
+    first = ledger.admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 5, pods_to_come=40)
+    writes = store.status_writes
+    assert first.subset is not None and first.subset.name == "a"
+    later = [ledger.admit(current, pod(f"p-{i}"), workload_replicas=0, deadline=time.monotonic() + 5,
+                          pods_to_come=40 - i) for i in range(1, 30)]
+    assert all(d.generated_uid.startswith(spread.RESERVED_PREFIX) for d in later), "each took a reserved slot"
+    assert store.status_writes == writes, "and none waited for a write"
