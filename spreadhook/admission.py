@@ -160,6 +160,25 @@ class Webhook:
         self._kinds = workloads.known_kinds(self._custom)
         self._budget = budget_seconds
 
+    def workload_changed(self, before: Obj | None, after: Obj) -> None:
+        """A workload wants more pods than before: a scale-out begins. Let the ledger reserve slots for its first
+        pods while its controller is still starting to create them (``Ledger.foresee``), so that they need not
+        wait for a write. Called from the store's watch thread: it only hands the work to the ledger's, and
+        whatever goes wrong is logged, never raised into the watch."""
+        if before is None or workloads.wanted_pods(after) <= workloads.wanted_pods(before):
+            return
+        try:
+            pod = workloads.template_pod(after)
+            if pod is None:
+                return
+            ws = self._workload_spread_of(pod, str(pod["metadata"].get("namespace") or ""))
+            if ws is not None and spread.reserves_ahead(ws):
+                self._ledger.foresee(ws, spread.pod_version(pod), self._pods_to_come(ws))
+        except Exception:
+            metadata = after.get("metadata") or {}
+            log.exception("reserving ahead of a scale-out failed",
+                          extra={"workload": f"{metadata.get('namespace')}/{metadata.get('name')}"})
+
     # -- pods ----------------------------------------------------------------------------------------
 
     def pods(self, review: Review, timeout: float | None = None) -> Verdict:

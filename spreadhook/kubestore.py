@@ -113,6 +113,7 @@ class KubeStore:
         self._by_target: dict[WorkloadKey, tuple[str, str]] = {}
         self._synced: set[Resource] = set()
         self._subscribers: list[Callable[[str], None]] = []
+        self._workload_subscribers: list[Callable[[Obj | None, Obj], None]] = []
         self._stop = threading.Event()
         self._events_sent: dict[tuple[str, str, str], float] = {}
         self._flights: dict[tuple[Resource, str, str], _Flight] = {}
@@ -166,6 +167,9 @@ class KubeStore:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         self._subscribers.append(callback)
+
+    def subscribe_workloads(self, callback: Callable[[Obj | None, Obj], None]) -> None:
+        self._workload_subscribers.append(callback)
 
     def _watch_loop(self, resource: Resource) -> None:
         """List, then watch from the list's resourceVersion; re-list on 410 Gone or any broken stream."""
@@ -240,18 +244,25 @@ class KubeStore:
 
     def _apply_event(self, resource: Resource, kind: str | None, obj: Obj) -> None:
         key = (_ns(obj), _name(obj))
+        changed: Obj | None = None
         with self._lock:
             cache = self._objects[resource]
+            before = cache.get(key)
             if kind == "DELETED":
                 cache.pop(key, None)
                 if resource is WORKLOAD_SPREADS:
                     self._unindex(key)
-            elif _newer(obj, cache.get(key)):
+            elif _newer(obj, before):
                 cache[key] = obj
                 if resource is WORKLOAD_SPREADS:
                     self._index(key, obj)
+                elif resource in WORKLOAD_RESOURCES:
+                    changed = obj
             if resource is WORKLOAD_SPREADS:
                 self._spread_changed.notify_all()
+        if changed is not None:
+            for callback in list(self._workload_subscribers):
+                callback(before, changed)
         self._notify(key[0])
 
     def _index(self, key: tuple[str, str], obj: Obj) -> None:

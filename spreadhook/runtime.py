@@ -66,7 +66,9 @@ def build_store(options: ServeOptions) -> Store:
 def build_webhook(store: Store, metrics: Metrics) -> admission.Webhook:
     ledger = Ledger(store, clock=utcnow, on_commit=metrics.ledger_commit,
                     on_reserved_taken=metrics.reserved_slot_taken, reserve=True)
-    return admission.Webhook(store, ledger, custom_workloads=custom_workloads())
+    webhook = admission.Webhook(store, ledger, custom_workloads=custom_workloads())
+    store.subscribe_workloads(webhook.workload_changed)
+    return webhook
 
 
 def start_reconciler(store: Store) -> None:

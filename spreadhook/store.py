@@ -127,6 +127,10 @@ class Store(Protocol):
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(namespace)`` whenever a pod, workload or WorkloadSpread of a namespace changes."""
 
+    def subscribe_workloads(self, callback: Callable[[Obj | None, Obj], None]) -> None:
+        """Call ``callback(before, after)`` whenever a cached workload changes (``before`` is None for one not
+        seen before), from the thread that saw the change: the callback must be quick and must not raise."""
+
 
 class MemoryStore:
     """An in-process store with the API server's compare-and-swap contract on WorkloadSpread status.
@@ -148,6 +152,7 @@ class MemoryStore:
         self._nodes: dict[str, Obj] = {}
         self.events: list[tuple[str, str, str, str]] = []
         self._subscribers: list[Callable[[str], None]] = []
+        self._workload_subscribers: list[Callable[[Obj | None, Obj], None]] = []
         self.status_writes = 0
         self.conflicts = 0
 
@@ -179,7 +184,10 @@ class MemoryStore:
         metadata = obj["metadata"]
         key = (metadata.get("namespace", "default"), api_group(obj["apiVersion"]), obj["kind"], metadata["name"])
         with self._lock:
-            self._workloads[key] = copy.deepcopy(dict(obj))
+            before = self._workloads.get(key)
+            after = self._workloads[key] = copy.deepcopy(dict(obj))
+        for callback in list(self._workload_subscribers):
+            callback(before, after)
         self._notify(key[0])
 
     def put_pod(self, pod: Mapping[str, Any]) -> None:
@@ -292,6 +300,9 @@ class MemoryStore:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         self._subscribers.append(callback)
+
+    def subscribe_workloads(self, callback: Callable[[Obj | None, Obj], None]) -> None:
+        self._workload_subscribers.append(callback)
 
     def _notify(self, namespace: str) -> None:
         for callback in list(self._subscribers):

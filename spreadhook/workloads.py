@@ -139,6 +139,34 @@ def replicas(ws: WorkloadSpread, workload: Mapping[str, Any] | None, custom: Ite
     return _int_at(workload, "spec.replicas")
 
 
+POD_OWNER_KINDS: frozenset[tuple[str, str]] = BUILTIN_KINDS - {("apps", "Deployment")}
+"""The built-in kinds whose controller creates the pods itself (a Deployment's come from its ReplicaSet)."""
+
+
+def wanted_pods(workload: Mapping[str, Any] | None) -> int:
+    """``spec.replicas``, or a Job's ``spec.parallelism``: what a scale-out changes."""
+    if workload is None:
+        return 0
+    is_job = (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) == ("batch", "Job")
+    return _int_at(workload, "spec.parallelism" if is_job else "spec.replicas")
+
+
+def template_pod(workload: Mapping[str, Any]) -> Obj | None:
+    """A pod as the workload's controller will create it: its template's labels and a controller reference to
+    the workload. It names the WorkloadSpread and the pod version a scale-out's pods will count in (through the
+    same owner chain and ``spread.pod_version`` as the pods themselves) before any of them exists. None for
+    kinds that do not create pods themselves."""
+    if (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) not in POD_OWNER_KINDS:
+        return None
+    metadata = workload.get("metadata") or {}
+    template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    owner = {"apiVersion": workload.get("apiVersion"), "kind": workload.get("kind"), "name": metadata.get("name"),
+             "uid": metadata.get("uid"), "controller": True}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": metadata.get("namespace"), "labels": dict(template.get("labels") or {}),
+                         "ownerReferences": [owner]}}
+
+
 def pods_to_come(ws: WorkloadSpread, workload: Mapping[str, Any] | None,
                  custom: Iterable[CustomWorkload] = ()) -> int:
     """How many pods the workload has yet to create, by its own object: the pods it wants (``replicas``) less

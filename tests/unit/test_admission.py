@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -82,3 +83,30 @@ def test_a_decision_keeps_a_second_of_kube_apiservers_timeout_for_the_answer_to_
     store = MemoryStore()
     webhook = admission.Webhook(store, Ledger(store))
     assert webhook._time_to_decide(timeout) == decides_within
+
+
+def test_a_workload_scaling_out_has_slots_reserved_before_its_first_pod_arrives() -> None:
+    """The first pods of a burst arrive while its first write is made; reserved on the scale-out itself,
+    they find slots waiting. A workload scaling in reserves nothing."""
+    store = MemoryStore()
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 100}, {"name": "b"}]))
+    webhook = admission.Webhook(store, Ledger(store, reserve=True))
+    store.subscribe_workloads(webhook.workload_changed)
+    store.apply_workload(WORKLOAD)
+    store.apply_workload({**WORKLOAD, "spec": {"replicas": 5}})
+
+    def held() -> set[str]:
+        current = store.workload_spread("default", "ws")
+        assert current is not None
+        entries = current.status.versioned_subset_statuses.get(model.VERSION_IGNORED)
+        return set(entries[0].creating_pods) if entries else set()
+
+    assert held() == set(), "no slot for a scale-in"
+    store.apply_workload({**WORKLOAD, "spec": {"replicas": 60}, "status": {"replicas": 10}})
+    deadline = time.monotonic() + 5
+    while not held() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(held()) == 50 and all(key.startswith(spread.RESERVED_PREFIX) for key in held())
+    writes = store.status_writes
+    verdict = create(webhook, "p-1")
+    assert verdict.subset == "a" and store.status_writes == writes, "the pod took a slot without a write"
