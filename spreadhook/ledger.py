@@ -85,12 +85,13 @@ slots of a refill expired unused while the pods behind them waited for the next 
 RESERVE_IDLE_SECONDS = 1.0
 """Reserved slots nobody took for this long are returned: the burst is over, and the room should be back for
 the next scale-out (and for other processes) before the reconciler would expire it."""
-RESERVE_LEAD_SECONDS = (1.0, 6.0)
+RESERVE_LEAD_SECONDS = (1.0, 4.0)
 """Reserve for the arrivals of three slow writes' time, within these bounds: a refill must land before the slots
 in hand run out, and it is asked for when a quarter of them are gone. A status write on a saturated
 kube-apiserver takes as long as a pod create, and jumps threefold without warning (measured at C=64: 0.3 s
-writes, then one of 1.1 s; on a slower day, 3 s), so even fast writes are given a second of arrivals. The
-upper bound stays below ``RESERVE_LIFETIME_SECONDS``: the last slot of a refill must still be usable when
+writes, then one of 1.1 s), so even fast writes are given a second of arrivals. The upper bound keeps the
+status small (every slot is an entry in every status write and watch event: with 6 s, writes took 1.5 s at
+p50 instead of 0.6) and below ``RESERVE_LIFETIME_SECONDS``, so the last slot of a refill is still usable when
 its turn comes."""
 SLOW_WRITE_MEMORY_SECONDS = 10.0
 """How long a slow write is remembered as what the slots in hand must outlast. Write times on a busy
@@ -98,7 +99,7 @@ kube-apiserver come in spikes seconds apart; forgetting a spike after a few quic
 dry at the next one."""
 MAX_RESERVED = 1024
 """The most slots one WorkloadSpread's pod version holds ahead in this process: four seconds of arrivals at
-250 pods/s, six at 170."""
+250 pods/s."""
 FIRST_WAVE_RESERVED = 256
 """The most slots a write reserves for pods the workload has yet to create (``workloads.pods_to_come``)
 before the arrival rate is known: the first wave of a burst arrives while the burst's first write is made,
