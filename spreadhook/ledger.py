@@ -99,8 +99,8 @@ kube-apiserver come in spikes seconds apart; forgetting a spike after a few quic
 dry at the next one."""
 MAX_RESERVED = 512
 """The most slots one WorkloadSpread's pod version holds ahead in this process. Every slot is an entry in every
-status write and watch event until its pod is seen: with 1,024, writes at C=64 took 1.3 s at p50 (0.4 s with
-512), and the slots ran dry during them all the same."""
+status write and watch event until its pod is seen: with 1,024, writes at C=64 took 1.3 s at p50 (1.0 s with
+512 the same day, one run each), and the slots ran dry during them all the same."""
 FIRST_WAVE_RESERVED = 256
 """The most slots a write reserves for pods the workload has yet to create (``workloads.pods_to_come``)
 before the arrival rate is known: the first wave of a burst arrives while the burst's first write is made,
@@ -575,9 +575,9 @@ class Ledger:
     @staticmethod
     def _reserve_target(group: _Group, waiting: int = 0, to_come: int = 0) -> int:
         """How many slots to hold: the arrivals expected while about three slow writes are made, at least as
-        many as pods are waiting for this write (as many clients are creating pods at once), and, while the
-        rate is not known yet, what the workload says it has yet to create (``TO_COME``, bounded by
-        ``FIRST_WAVE_RESERVED``). Call with ``group.lock`` held."""
+        many as pods are waiting for this write (as many clients are creating pods at once), and as many as the
+        workload says it has yet to create (``TO_COME``) up to ``FIRST_WAVE_RESERVED``: all that is known before
+        the first pods have arrived. Call with ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
         since = time.monotonic() - SLOW_WRITE_MEMORY_SECONDS
         slowest = max((seconds for landed, seconds in group.recent_writes if landed >= since), default=0.0)
