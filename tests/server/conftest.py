@@ -19,8 +19,11 @@ from harness.install import free_port
 from spreadhook import certs
 from spreadhook.demo import default_workload_spread
 
+# A CloneSet at rest (its controller has reported every pod it wants): the tests send pods one by one, and a
+# workload that says it has thousands of pods to come would have its first admission reserve slots for them.
 CLONESET = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
-            "metadata": {"name": "load-agent", "namespace": "default"}, "spec": {"replicas": 3300}}
+            "metadata": {"name": "load-agent", "namespace": "default"}, "spec": {"replicas": 3300},
+            "status": {"replicas": 3300}}
 
 
 @dataclass
