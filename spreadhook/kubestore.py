@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,6 +334,31 @@ class KubeStore:
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
 
+    def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
+                              ) -> WorkloadSpread:
+        """A JSON patch of the status subresource without a resourceVersion, which kube-apiserver applies to
+        its newest object (retrying internally on its own conflicts): per subset, a ``test`` that it is still
+        at the index ``ws`` has it, then one ``remove`` per key. A key already gone, or a subset moved, fails
+        the whole patch (HTTP 422; 400 is read the same way), reported as ``Conflict``. The operations are
+        written out rather than diffed from two objects: a diff would replace what changed since ``ws`` was
+        read."""
+        operations: list[Obj] = []
+        for version, subsets in entries.items():
+            names = [s.name for s in ws.status.versioned_subset_statuses.get(version) or []]
+            for name, keys in subsets.items():
+                at = f"/status/versionedSubsetStatuses/{_pointer(version)}/{names.index(name)}"
+                operations.append({"op": "test", "path": f"{at}/name", "value": name})
+                operations += [{"op": "remove", "path": f"{at}/creatingPods/{_pointer(key)}"} for key in keys]
+        try:
+            written = self.request("PATCH", WORKLOAD_SPREADS.path(ws.namespace, ws.name) + "/status",
+                                   body=operations, content_type="application/json-patch+json")
+        except StoreError as exc:
+            if isinstance(exc, NotFound) or not any(f"HTTP {code}" in str(exc) for code in (400, 422)):
+                raise
+            raise Conflict(f"WorkloadSpread {ws.key}: the entries to drop are no longer there") from None
+        self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
+        return parse(written)
+
     def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
         """A merge patch of the main resource; the resourceVersion in it is the precondition (409 if stale)."""
         body = {"metadata": {"managedFields": managed_fields, "resourceVersion": ws.resource_version}}
@@ -467,6 +492,11 @@ class _Flight:
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+def _pointer(token: str) -> str:
+    """One JSON-pointer reference token (RFC 6901): ``~`` and ``/`` escaped."""
+    return token.replace("~", "~0").replace("/", "~1")
 
 
 def _ns(obj: Obj) -> str:

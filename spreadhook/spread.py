@@ -599,6 +599,28 @@ def rebase(
     return result
 
 
+SettledEntries = dict[str, dict[str, list[str]]]
+"""pod version -> subset name -> ``creatingPods`` keys."""
+
+
+def settled_entries(status: WorkloadSpreadStatus, pods: Sequence[Mapping[str, Any]]) -> SettledEntries:
+    """The ``creatingPods`` entries whose pods exist now: their creation has landed, so the entry may go while
+    the slot stays taken (the pod holds it). Removing them changes no ``missingReplicas``, which is why they
+    can be removed from whatever status is newest, without re-deciding anything (``Store.drop_creating_entries``)."""
+    subset_of: dict[str, str | None] = {pod_name(p): None for p in pods}  # a pod's own name: in any subset
+    for pod in pods:
+        info = matched(pod)
+        if info is not None and info.uid:
+            subset_of[info.uid] = info.subset  # a key the webhook made up: only in the subset the pod was given
+    settled: SettledEntries = {}
+    for version, entries in status.versioned_subset_statuses.items():
+        for entry in entries:
+            keys = [key for key in entry.creating_pods if key in subset_of and subset_of[key] in (None, entry.name)]
+            if keys:
+                settled.setdefault(version, {})[entry.name] = keys
+    return settled
+
+
 def manages_deletion_cost(ws: WorkloadSpread) -> bool:
     """Upstream writes costs only for ReplicaSet, Deployment and CloneSet; spreadhook also writes them for
     custom workloads (upstream #1744). StatefulSets and Jobs scale in by their own rules, so not there."""

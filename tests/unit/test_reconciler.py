@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from spreadhook import model, spread
 from spreadhook.model import Obj, WorkloadSpread
 from spreadhook.reconciler import FRESH_LIST_INTERVAL_SECONDS, Reconciler
-from spreadhook.store import MemoryStore
+from spreadhook.store import MemoryStore, StoreError
 from tests.unit.factories import T0, pod, ws_dict
 
 LIMITED = [{"name": "a", "maxReplicas": 1}, {"name": "b"}]
@@ -141,3 +143,41 @@ def test_v1alpha1_managed_fields_are_restated_once_and_the_status_still_written(
     reconciler.sync("default", "ws")
     after = store.workload_spread("default", "ws")
     assert after is not None and after.resource_version == version, "nothing left to restate or to write"
+
+
+class LedgerAlwaysWritesFirst(MemoryStore):
+    """The webhook's ledger, under a burst, lands a write between each read and write of the reconciler: every
+    preconditioned status write of the reconciler meets a 409, while its JSON patches are applied."""
+
+    def write_status(self, ws: WorkloadSpread, status: model.WorkloadSpreadStatus) -> WorkloadSpread:
+        current = self.workload_spread(ws.namespace, ws.name)
+        assert current is not None
+        super().write_status(current, current.status)  # the ledger's write bumps the resourceVersion
+        return super().write_status(ws, status)
+
+
+def test_a_reconciler_that_keeps_losing_to_the_ledger_still_removes_the_entries_of_pods_that_exist() -> None:
+    """Entries stayed in the status until the burst ended, and every ledger write carried them all."""
+    store = LedgerAlwaysWritesFirst()
+    now = model.format_time(T0)
+    ledger = [{"name": "a", "replicas": 0, "missingReplicas": 7,
+               "creatingPods": {"reserved-1": now, "reserved-2": now, "p-named": now, "p-not-yet": now}},
+              {"name": "b", "replicas": 0, "missingReplicas": -1, "creatingPods": {"reserved-3": now}}]
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 10}, {"name": "b"}]))
+    ws = store.workload_spread("default", "ws")
+    assert ws is not None
+    MemoryStore.write_status(store, ws, model.parse(ws_dict(LIMITED, status={
+        "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
+    given = {"p-1": ("a", "reserved-1"), "p-2": ("a", "reserved-2"),
+             "p-3": ("a", "reserved-3")}  # reserved-3 is b's key: a pod annotated for a does not settle it
+    for name, (subset, key) in given.items():
+        store.put_pod(pod(name, annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", subset, key)
+                                             .to_annotation()}))
+    store.put_pod(pod("p-named", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+    with pytest.raises(StoreError, match="kept conflicting"):  # its full write never lands here
+        Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    after = store.workload_spread("default", "ws")
+    assert after is not None
+    a, b = after.status.versioned_subset_statuses[model.VERSION_IGNORED]
+    assert set(a.creating_pods) == {"p-not-yet"} and set(b.creating_pods) == {"reserved-3"}
+    assert (a.missing_replicas, b.missing_replicas) == (7, -1), "the slots stay taken: their pods hold them"
