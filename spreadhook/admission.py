@@ -218,7 +218,7 @@ class Webhook:
         else:
             try:
                 admission = self._ledger.admit(ws, pod, workload_replicas=replicas, deadline=deadline,
-                                               pods_to_come=self._pods_to_come(ws))
+                                               pods_to_come=lambda: self._pods_to_come(ws))
             except LedgerTimeout as exc:
                 fallback = spread.admit_unlimited(ws, pod, workload_replicas=replicas)
                 if fallback is None or fallback.subset is None:

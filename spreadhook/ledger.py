@@ -260,10 +260,12 @@ class Ledger:
 
     def admit(
         self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int, deadline: float,
-        pods_to_come: int = 0,
+        pods_to_come: Callable[[], int] = lambda: 0,
     ) -> spread.Admission:
         """Choose the pod's subset and make sure the status records it before returning. ``pods_to_come``, the
-        pods the workload has yet to create, sizes the slots the first write of a burst reserves."""
+        pods the workload has yet to create, sizes the slots the first write of a burst reserves; it is asked
+        only of a pod that goes through a write, not of the many that take a reserved slot (for a custom
+        workload kind, it is a GET)."""
         if not spread.needs_ledger(ws):
             return spread.admit(ws, ws.status.clone(), pod, workload_replicas=workload_replicas,
                                 now=self._clock(), new_uid=self._new_uid)
@@ -279,7 +281,7 @@ class Ledger:
             unlimited = self._without_max_now(group, newest, pod, version)
             if unlimited is not None:
                 return unlimited
-        request = self._submit(ws, _Request(pod, False, workload_replicas, pods_to_come), deadline)
+        request = self._submit(ws, _Request(pod, False, workload_replicas, pods_to_come()), deadline)
         assert request.admission is not None
         return request.admission
 
@@ -594,10 +596,10 @@ class Ledger:
         with group.lock:
             if time.monotonic() < group.foreign_until:
                 return 0
-            waiting = [r for r in (*batch, *group.queue)
-                       if r.pod is not None and not r.deleting and not r.from_reserved]
+            waiting = sum(1 for r in (*batch, *group.queue)
+                          if r.pod is not None and not r.deleting and not r.from_reserved)
             to_come = max((r.pods_to_come for r in (*batch, *group.queue)), default=0)
-            short = self._reserve_target(group, len(waiting), to_come) - len(group.reserved.get(version) or ())
+            short = self._reserve_target(group, waiting, to_come) - len(group.reserved.get(version) or ())
         return short if short >= MIN_RESERVED else 0
 
     def _top_up_with(self, group: _Group, current: WorkloadSpread, batch: list[_Request]) -> None:

@@ -235,11 +235,14 @@ class MemoryStore:
         if self._write_latency:
             time.sleep(self._write_latency)
         with self._lock:
-            current = self._current_locked(ws)
-            updated = replace(current, metadata={**current.metadata, "resourceVersion": self._next_version()},
-                              status=status.clone())
-            self._spreads[(ws.namespace, ws.name)] = updated
-            self.status_writes += 1
+            return self._store_status_locked(self._current_locked(ws), status.clone())
+
+    def _store_status_locked(self, current: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        """Replace ``current``'s status under a new resourceVersion, as every status write does."""
+        updated = replace(current, metadata={**current.metadata, "resourceVersion": self._next_version()},
+                          status=status)
+        self._spreads[(current.namespace, current.name)] = updated
+        self.status_writes += 1
         return updated
 
     def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
@@ -260,11 +263,7 @@ class MemoryStore:
                         raise Conflict(f"WorkloadSpread {ws.key}: the entries to drop are no longer there")
                     for key in keys:
                         del held[index].creating_pods[key]
-            updated = replace(current, metadata={**current.metadata, "resourceVersion": self._next_version()},
-                              status=status)
-            self._spreads[(ws.namespace, ws.name)] = updated
-            self.status_writes += 1
-        return updated
+            return self._store_status_locked(current, status)
 
     def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
         with self._lock:

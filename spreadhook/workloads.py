@@ -34,6 +34,7 @@ BUILTIN_KINDS: frozenset[tuple[str, str]] = frozenset({
     ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("batch", "Job"),
     ("apps.kruise.io", "CloneSet"), ("apps.kruise.io", "StatefulSet"),
 })
+JOB = ("batch", "Job")
 
 
 def parse_whitelist(text: str) -> list[CustomWorkload]:
@@ -127,9 +128,8 @@ def replicas(ws: WorkloadSpread, workload: Mapping[str, Any] | None, custom: Ite
         return 0
     if ws.target_filter is not None and ws.target_filter.replicas_path_list:
         return sum(_int_at(workload, path) for path in ws.target_filter.replicas_path_list)
-    kind = str(workload.get("kind", ""))
-    group = api_group(str(workload.get("apiVersion", "")))
-    if (group, kind) == ("batch", "Job"):
+    group, kind = _group_kind(workload)
+    if (group, kind) == JOB:
         return _int_at(workload, "spec.parallelism")
     if (group, kind) in BUILTIN_KINDS:
         return _int_at(workload, "spec.replicas")
@@ -147,8 +147,7 @@ def wanted_pods(workload: Mapping[str, Any] | None) -> int:
     """``spec.replicas``, or a Job's ``spec.parallelism``: what a scale-out changes."""
     if workload is None:
         return 0
-    is_job = (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) == ("batch", "Job")
-    return _int_at(workload, "spec.parallelism" if is_job else "spec.replicas")
+    return _int_at(workload, "spec.parallelism" if _group_kind(workload) == JOB else "spec.replicas")
 
 
 def template_pod(workload: Mapping[str, Any]) -> Obj | None:
@@ -156,7 +155,7 @@ def template_pod(workload: Mapping[str, Any]) -> Obj | None:
     the workload. It names the WorkloadSpread and the pod version a scale-out's pods will count in (through the
     same owner chain and ``spread.pod_version`` as the pods themselves) before any of them exists. None for
     kinds that do not create pods themselves."""
-    if (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) not in POD_OWNER_KINDS:
+    if _group_kind(workload) not in POD_OWNER_KINDS:
         return None
     metadata = workload.get("metadata") or {}
     template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
@@ -179,8 +178,12 @@ def pods_to_come(ws: WorkloadSpread, workload: Mapping[str, Any] | None,
     if str(workload.get("kind", "")) == "StatefulSet" and (workload.get("spec") or {}).get(
             "podManagementPolicy") != "Parallel":
         return 0
-    is_job = (api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))) == ("batch", "Job")
-    return max(0, replicas(ws, workload, custom) - _int_at(workload, "status.active" if is_job else "status.replicas"))
+    reported = "status.active" if _group_kind(workload) == JOB else "status.replicas"
+    return max(0, replicas(ws, workload, custom) - _int_at(workload, reported))
+
+
+def _group_kind(workload: Mapping[str, Any]) -> tuple[str, str]:
+    return api_group(str(workload.get("apiVersion", ""))), str(workload.get("kind", ""))
 
 
 def _int_at(obj: Any, path: str) -> int:

@@ -270,10 +270,11 @@ def test_the_first_write_of_a_burst_reserves_for_the_pods_the_workload_has_yet_t
     ledger = Ledger(store, reserve=True)
     current = store.workload_spread("default", "ws")
     assert current is not None
-    first = ledger.admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 5, pods_to_come=40)
+    first = ledger.admit(current, pod("p-0"), workload_replicas=0, deadline=time.monotonic() + 5,
+                         pods_to_come=lambda: 40)
     writes = store.status_writes
     assert first.subset is not None and first.subset.name == "a"
     later = [ledger.admit(current, pod(f"p-{i}"), workload_replicas=0, deadline=time.monotonic() + 5,
-                          pods_to_come=40 - i) for i in range(1, 30)]
+                          pods_to_come=lambda i=i: 40 - i) for i in range(1, 30)]
     assert all(d.generated_uid.startswith(spread.RESERVED_PREFIX) for d in later), "each took a reserved slot"
     assert store.status_writes == writes, "and none waited for a write"
