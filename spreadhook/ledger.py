@@ -102,9 +102,10 @@ MAX_RESERVED = 512
 status write and watch event until its pod is seen: with 1,024, writes at C=64 took 1.3 s at p50 (1.0 s with
 512 the same day, one run each), and the slots ran dry during them all the same."""
 FIRST_WAVE_RESERVED = 256
-"""The most slots a write reserves for pods the workload has yet to create (``workloads.pods_to_come``)
-before the arrival rate is known: the first wave of a burst arrives while the burst's first write is made,
-and would otherwise wait for the second."""
+"""The most slots a write made for an admission reserves for pods the workload has yet to create
+(``workloads.pods_to_come``) before the arrival rate is known: the first wave of a burst arrives while the
+burst's first write is made, and would otherwise wait for the second. A scale-out seen on the workload's watch
+(``Ledger.foresee``) holds up to ``MAX_RESERVED`` instead, until its pods have taken them."""
 MIN_RESERVED = 4
 """Fewer than this is not worth a write of its own: a slow scale-out goes through the ledger pod by pod."""
 FOREIGN_SECONDS = 10.0
@@ -188,8 +189,11 @@ class _Group:
     """Slots reserved ahead and not yet taken, per pod version, in the order ``spread.admit`` fills them."""
     reserving: str | None = None
     """The pod version of the refill asked for or in flight, if any."""
-    foreseen: int = 0
-    """The pods a workload's scale-out will create, when that is why the refill was asked for (``foresee``)."""
+    announced: int = 0
+    """The pods the workload's last scale-out said it would create (``foresee``), less the slots handed out
+    since: the slots held are kept up to this (at most ``MAX_RESERVED``) whatever the arrival rate says. In a
+    traced C=64 burst, the refills of its first seconds were sized by a rate still being measured (33 slots
+    where 200 pods a second came), and 28-55 pods waited for the writes that followed."""
     arrivals: deque[list[int]] = field(default_factory=deque)
     """How many pod CREATEs for this WorkloadSpread arrived in each second (``[second, count]``) of the last
     ``RATE_MEMORY_SECONDS``."""
@@ -297,7 +301,8 @@ class Ledger:
             if (group.reserving is not None or time.monotonic() < group.foreign_until
                     or group.reserved.get(version)):
                 return
-            group.reserving, group.foreseen = version, pods_to_come
+            group.reserving, group.announced = version, pods_to_come
+            group.last_taken = time.monotonic()  # the idle clock starts at the announcement
         self._wake_tender()
 
     def preview(self, ws: WorkloadSpread, pod: Mapping[str, Any], *, workload_replicas: int) -> spread.Admission:
@@ -479,6 +484,7 @@ class Ledger:
                 return None
             group.reserved[version].popleft()
             group.last_taken = now
+            group.announced = max(0, group.announced - 1)
         self._on_reserved_taken()
         return spread.Admission(newest.subset(slot.subset), False, generated_uid=slot.key,
                                 reason="a slot reserved ahead")
@@ -577,9 +583,9 @@ class Ledger:
     @staticmethod
     def _reserve_target(group: _Group, waiting: int = 0, to_come: int = 0) -> int:
         """How many slots to hold: the arrivals expected while about three slow writes are made, at least as
-        many as pods are waiting for this write (as many clients are creating pods at once), and as many as the
-        workload says it has yet to create (``TO_COME``) up to ``FIRST_WAVE_RESERVED``: all that is known before
-        the first pods have arrived. Call with ``group.lock`` held."""
+        many as pods are waiting for this write (as many clients are creating pods at once), as many as the
+        workload says it has yet to create (``TO_COME``) up to ``FIRST_WAVE_RESERVED``, and as many as its last
+        scale-out announced and has not yet taken (``group.announced``). Call with ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
         since = time.monotonic() - SLOW_WRITE_MEMORY_SECONDS
         slowest = max((seconds for landed, seconds in group.recent_writes if landed >= since), default=0.0)
@@ -587,7 +593,7 @@ class Ledger:
         recent = int(time.monotonic()) - RATE_MEMORY_SECONDS
         per_second = max((count for second, count in group.arrivals if second > recent), default=0)
         expected = math.ceil(per_second * lead)
-        return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come)))
+        return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come), group.announced))
 
     def _shortfall(self, group: _Group, version: str, batch: list[_Request]) -> int:
         """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in: pods
@@ -708,7 +714,9 @@ class Ledger:
                     stale[version] = tuple(slot.key for slot in slots if slot.key not in kept)
                     group.reserved[version] = usable
                     group.returning.update(stale[version])
-            refill, foreseen, group.foreseen = group.reserving, group.foreseen, 0
+            if idle:
+                group.announced = 0  # its pods stopped coming: the arrival rate sizes the next refill
+            refill = group.reserving
         deadline = now + RESERVE_LIFETIME_SECONDS - 1
         try:
             for version, keys in stale.items():
@@ -718,7 +726,7 @@ class Ledger:
                     with group.lock:
                         group.returning.difference_update(keys)
             if refill is not None:
-                self._submit(ws, _Request(None, False, 0, foreseen, reserve=True, version=refill), deadline)
+                self._submit(ws, _Request(None, False, 0, reserve=True, version=refill), deadline)
         finally:
             if refill is not None:
                 with group.lock:

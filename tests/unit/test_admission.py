@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from spreadhook import admission, model, spread
-from spreadhook.ledger import Ledger
+from spreadhook.ledger import MAX_RESERVED, Ledger
 from spreadhook.store import MemoryStore
 from tests.unit.factories import pod, ws_dict
 
@@ -110,3 +110,34 @@ def test_a_workload_scaling_out_has_slots_reserved_before_its_first_pod_arrives(
     writes = store.status_writes
     verdict = create(webhook, "p-1")
     assert verdict.subset == "a" and store.status_writes == writes, "the pod took a slot without a write"
+
+
+def test_a_scale_out_keeps_its_slots_topped_up_until_the_pods_it_announced_have_taken_them() -> None:
+    """Early in a burst the arrival rate is still being measured and sized refills far too small (33 slots
+    where 200 pods a second came, in a traced C=64 burst); the scale-out's own count keeps the slots held at
+    ``MAX_RESERVED`` instead, while that many pods are still to come."""
+    store = MemoryStore()
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 5000}, {"name": "b"}]))
+    webhook = admission.Webhook(store, Ledger(store, reserve=True))
+    store.subscribe_workloads(webhook.workload_changed)
+    store.apply_workload(WORKLOAD)
+    store.apply_workload({**WORKLOAD, "spec": {"replicas": 3000}, "status": {"replicas": 1000}})
+
+    def entries() -> int:
+        current = store.workload_spread("default", "ws")
+        assert current is not None
+        held = current.status.versioned_subset_statuses.get(model.VERSION_IGNORED)
+        return len(held[0].creating_pods) if held else 0
+
+    def reaches(count: int) -> bool:
+        deadline = time.monotonic() + 0.5  # the slots nobody takes for a second are given back
+        while entries() < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return entries() >= count
+
+    assert reaches(MAX_RESERVED), "the scale-out's first slots"
+    for i in range(200):
+        assert create(webhook, f"p-{i}").subset == "a"
+    # A refill is asked for when a quarter of the slots held are gone. Without the announced count, 200 pods
+    # in a second sized the target at 200, and the 312 slots left were plenty: no refill.
+    assert reaches(200 + 3 * MAX_RESERVED // 4), "the 200 taken stay recorded, and the slots held were topped up"
