@@ -22,6 +22,7 @@ import orjson
 import requests
 from kubernetes import client, config
 
+from spreadhook import statuspatch
 from spreadhook.model import GROUP, KIND, Obj, WorkloadSpread, WorkloadSpreadStatus, api_group, parse, status_to_dict
 from spreadhook.spread import needs_workload_replicas
 from spreadhook.store import Conflict, NotFound, StoreError, WorkloadKey, version_order
@@ -334,28 +335,27 @@ class KubeStore:
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
 
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        operations = statuspatch.ledger_patch(ws.status, status)
+        if operations is None:
+            return self.write_status(ws, status)
+        return self._patch_status(ws, operations)
+
     def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
                               ) -> WorkloadSpread:
+        return self._patch_status(ws, statuspatch.drop_patch(ws.status, entries))
+
+    def _patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
         """A JSON patch of the status subresource without a resourceVersion, which kube-apiserver applies to
-        its newest object (retrying internally on its own conflicts): per subset, a ``test`` that it is still
-        at the index ``ws`` has it, then one ``remove`` per key. A key already gone, or a subset moved, fails
-        the whole patch (HTTP 422; 400 is read the same way), reported as ``Conflict``. The operations are
-        written out rather than diffed from two objects: a diff would replace what changed since ``ws`` was
-        read."""
-        operations: list[Obj] = []
-        for version, subsets in entries.items():
-            names = [s.name for s in ws.status.versioned_subset_statuses.get(version) or []]
-            for name, keys in subsets.items():
-                at = f"/status/versionedSubsetStatuses/{_pointer(version)}/{names.index(name)}"
-                operations.append({"op": "test", "path": f"{at}/name", "value": name})
-                operations += [{"op": "remove", "path": f"{at}/creatingPods/{_pointer(key)}"} for key in keys]
+        its newest object (retrying internally on its own storage conflicts). A failed ``test`` or a path no
+        longer there fails the whole patch (HTTP 422; 400 is read the same way), reported as ``Conflict``."""
         try:
             written = self.request("PATCH", WORKLOAD_SPREADS.path(ws.namespace, ws.name) + "/status",
                                    body=operations, content_type="application/json-patch+json")
         except StoreError as exc:
             if isinstance(exc, NotFound) or not any(f"HTTP {code}" in str(exc) for code in (400, 422)):
                 raise
-            raise Conflict(f"WorkloadSpread {ws.key}: the entries to drop are no longer there") from None
+            raise Conflict(f"WorkloadSpread {ws.key}: the status moved under the patch") from None
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
 
@@ -492,11 +492,6 @@ class _Flight:
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old (HTTP 410): list again."""
-
-
-def _pointer(token: str) -> str:
-    """One JSON-pointer reference token (RFC 6901): ``~`` and ``/`` escaped."""
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def _ns(obj: Obj) -> str:

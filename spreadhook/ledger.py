@@ -3,9 +3,11 @@
 The status on the API server is the only truth; this module never trusts its own memory beyond one
 ``resourceVersion``. Concurrent admissions for one WorkloadSpread in this process queue behind the write in
 flight; when it lands, the next leader takes every queued request and commits them all in one status write
-(group commit). A 409 Conflict (another process wrote first) reads the object that won (from the watch,
-else past every cache) and re-decides the whole batch, until the deadline the caller gives: a pod is never
-refused because of contention that the API server itself can absorb.
+(group commit). The write is a JSON patch guarded by the slot counts the batch was decided from
+(``Store.write_ledger``, ``statuspatch``), so a write that moved no count since (the reconciler removing the
+entries of pods that exist) does not make it fail. A conflict (another process took or gave back a slot first)
+reads the object that won (from the watch, else past every cache) and re-decides the whole batch, until the
+deadline the caller gives: a pod is never refused because of contention that the API server itself can absorb.
 
 Contention between processes is made fair. A process that has just written goes straight on with its next
 batch from the object its write returned, while the one that lost must first read the object again, so its
@@ -431,7 +433,7 @@ class Ledger:
             self._claim(group, batch)
             started = time.monotonic()
             try:
-                written = self._store.write_status(current, status)
+                written = self._store.write_ledger(current, status)
             except Conflict:
                 writing += time.monotonic() - started
                 conflicts += 1

@@ -2,9 +2,9 @@
 
 ``Store`` is the one small interface the ledger, the server and the reconciler use. ``KubeStore`` (in
 ``kubestore``) backs it with the API server: watch-fed caches for reads, the status subresource with a
-``resourceVersion`` precondition for writes. ``MemoryStore`` backs it in-process with the same
-compare-and-swap contract, for ``spreadhook demo``/``plan`` and fast tests: a second implementation of the
-interface, not a mock of the API server.
+``resourceVersion`` precondition for writes (the ledger's: JSON patches guarded by the counts they change).
+``MemoryStore`` backs it in-process with the same compare-and-swap contract, for ``spreadhook demo``/``plan``
+and fast tests: a second implementation of the interface, not a mock of the API server.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from spreadhook import strategic
+import jsonpatch
+
+from spreadhook import statuspatch, strategic
 from spreadhook.model import (
     Obj,
     TargetRef,
@@ -24,6 +26,8 @@ from spreadhook.model import (
     WorkloadSpreadStatus,
     api_group,
     parse,
+    parse_status,
+    status_to_dict,
 )
 
 
@@ -92,6 +96,11 @@ class Store(Protocol):
 
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         """Replace the status if ``ws.resource_version`` is still current, else raise ``Conflict``."""
+
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        """Write a ledger decision made over ``ws.status``: when it changes only entries and counts, as the JSON
+        patch ``statuspatch.ledger_patch`` gives, applied to the newest status whatever its resourceVersion
+        (``Conflict`` if a count it was decided from moved, or a subset); else as ``write_status``."""
 
     def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
         """Replace ``metadata.managedFields`` if ``ws.resource_version`` is still current, else ``Conflict``."""
@@ -245,25 +254,37 @@ class MemoryStore:
         self.status_writes += 1
         return updated
 
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        operations = statuspatch.ledger_patch(ws.status, status)
+        if operations is None:
+            return self.write_status(ws, status)
+        if self._write_latency:
+            time.sleep(self._write_latency)
+        return self._patch_status(ws, operations)
+
     def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
                               ) -> WorkloadSpread:
+        return self._patch_status(ws, statuspatch.drop_patch(ws.status, entries))
+
+    def _patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
+        """Apply a JSON patch to the newest status, whatever its resourceVersion, as kube-apiserver does with a
+        patch that carries none; a failed ``test`` or a missing path is a ``Conflict``."""
         with self._lock:
             current = self._spreads.get((ws.namespace, ws.name))
             if current is None:
                 raise NotFound(f"WorkloadSpread {ws.key} not found")
-            status = current.status.clone()
-            for version, subsets in entries.items():
-                names = [s.name for s in ws.status.versioned_subset_statuses.get(version) or []]
-                held = status.versioned_subset_statuses.get(version) or []
-                for name, keys in subsets.items():
-                    index = names.index(name) if name in names else -1
-                    if not 0 <= index < len(held) or held[index].name != name or any(
-                            key not in held[index].creating_pods for key in keys):
-                        self.conflicts += 1
-                        raise Conflict(f"WorkloadSpread {ws.key}: the entries to drop are no longer there")
-                    for key in keys:
-                        del held[index].creating_pods[key]
-            return self._store_status_locked(current, status)
+            document = status_to_dict(current.status)
+            lists = [document.get("subsetStatuses") or [], *(document.get("versionedSubsetStatuses") or {}).values()]
+            for subsets in lists:  # kube-apiserver keeps a map whose last key a patch removed, as {}
+                for subset in subsets:
+                    subset.setdefault("creatingPods", {})
+                    subset.setdefault("deletingPods", {})
+            try:
+                patched = jsonpatch.apply_patch({"status": document}, operations)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException):
+                self.conflicts += 1
+                raise Conflict(f"WorkloadSpread {ws.key}: the status moved under the patch") from None
+            return self._store_status_locked(current, parse_status(patched["status"]))
 
     def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
         with self._lock:

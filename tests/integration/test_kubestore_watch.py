@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from harness.controlplane import ControlPlane
+from spreadhook import model, spread
 from spreadhook.kubestore import ApiConnection, KubeStore
+from spreadhook.model import SubsetStatus, WorkloadSpread, WorkloadSpreadStatus
+from spreadhook.store import Conflict
 from tests.integration.conftest import Kube
 
 pytestmark = pytest.mark.controlplane
@@ -49,3 +53,40 @@ def test_workload_spread_after_returns_another_clients_write_from_the_watch_and_
     never = str(int(newer.resource_version) + 10**9)
     assert watching_store.workload_spread_after(kube.ns, "w", never, timeout=0.3) is None
     assert time.monotonic() - started >= 0.3
+
+
+def test_a_ledger_patch_lands_over_a_removal_of_settled_entries_and_conflicts_once_a_count_moved(
+    kube: Kube, watching_store: KubeStore
+) -> None:
+    """kube-apiserver applies ``write_ledger``'s JSON patch to its newest status: the reconciler's removal
+    of the entries of pods that exist (which moves no count) no longer costs the ledger's write a 409, while
+    a write decided from a count that moved since still fails, and changes nothing."""
+    kube.apply([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "WorkloadSpread", "metadata": {"name": "l"},
+                 "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "l"},
+                          "subsets": [{"name": "a", "maxReplicas": 5}, {"name": "b"}]}}])
+    kube.wait_reconciled("l", {})
+    uids = (str(i) for i in range(100))
+
+    def reserving(ws: WorkloadSpread, count: int) -> WorkloadSpreadStatus:
+        status = ws.status.clone()
+        spread.reserve_ahead(ws, status, model.VERSION_IGNORED, count, now=dt.datetime.now(dt.UTC),
+                             new_uid=lambda: next(uids))
+        return status
+
+    def held(ws: WorkloadSpread) -> SubsetStatus:
+        return ws.status.versioned_subset_statuses[model.VERSION_IGNORED][0]
+
+    read = watching_store.fresh_workload_spread(kube.ns, "l")
+    assert read is not None
+    read = watching_store.write_ledger(read, reserving(read, 2))  # the version's first ledger: a PUT
+    settled, kept = sorted(held(read).creating_pods)
+    watching_store.drop_creating_entries(read, {model.VERSION_IGNORED: {"a": [settled]}})
+
+    written = watching_store.write_ledger(read, reserving(read, 1))  # decided over the copy from before
+    assert set(held(written).creating_pods) == {kept, f"{spread.RESERVED_PREFIX}2"}
+    assert held(written).missing_replicas == 2
+
+    with pytest.raises(Conflict):
+        watching_store.write_ledger(read, reserving(read, 1))  # its count of "a" moved from 3 to 2
+    newest = watching_store.fresh_workload_spread(kube.ns, "l")
+    assert newest is not None and f"{spread.RESERVED_PREFIX}3" not in held(newest).creating_pods

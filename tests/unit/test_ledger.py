@@ -99,6 +99,10 @@ class SlowApiServer(MemoryStore):
         time.sleep(random.uniform(0.02, 0.06))
         return super().write_status(ws, status)
 
+    def write_ledger(self, ws: Any, status: Any) -> Any:
+        time.sleep(random.uniform(0.02, 0.06))
+        return super().write_ledger(ws, status)
+
     def fresh_workload_spread(self, namespace: str, name: str) -> Any:
         time.sleep(0.03)
         seen = super().workload_spread(namespace, name)
