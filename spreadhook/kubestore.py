@@ -335,8 +335,8 @@ class KubeStore:
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
 
-    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
-        operations = statuspatch.ledger_patch(ws.status, status)
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
+        operations = statuspatch.ledger_patch(ws.status, status, sole_writer=sole_writer)
         if operations is None:
             return self.write_status(ws, status)
         return self._patch_status(ws, operations)

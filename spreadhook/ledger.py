@@ -432,8 +432,10 @@ class Ledger:
                 return
             self._claim(group, batch)
             started = time.monotonic()
+            with group.lock:
+                sole_writer = started >= group.foreign_until
             try:
-                written = self._store.write_ledger(current, status)
+                written = self._store.write_ledger(current, status, sole_writer=sole_writer)
             except Conflict:
                 writing += time.monotonic() - started
                 conflicts += 1

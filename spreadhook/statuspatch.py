@@ -29,10 +29,16 @@ def pointer(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def ledger_patch(before: WorkloadSpreadStatus, after: WorkloadSpreadStatus) -> list[Obj] | None:
+def ledger_patch(before: WorkloadSpreadStatus, after: WorkloadSpreadStatus, *, sole_writer: bool) -> list[Obj] | None:
     """The operations that turn ``before`` into ``after``, each subset list they touch guarded by ``test``\\ s
     of every subset's name and ``missingReplicas`` as ``before`` has them (so that a pod is placed exactly as
-    a write over ``before`` would place it), or None when the two differ in more than entries and counts."""
+    a write over ``before`` would place it), or None when the two differ in more than entries and counts.
+
+    A subset's first ``creatingPods`` entries are an ``add`` of the whole map, since the field may be absent,
+    and such an ``add`` replaces a map another webhook process created meanwhile; its count ``test`` misses
+    that when the same process also recorded a deletion in the subset (a slot taken, a slot given back). So
+    they are patched only by the ``sole_writer`` (the reconciler adds no entries, and this process's own
+    writes are serialized by its group commit); anybody else gets None."""
     if before.observed_generation != after.observed_generation:
         return None
     lists_before, lists_after = _subset_lists(before), _subset_lists(after)
@@ -45,7 +51,7 @@ def ledger_patch(before: WorkloadSpreadStatus, after: WorkloadSpreadStatus) -> l
             return None
         changes: list[Obj] = []
         for index, (old, new) in enumerate(zip(old_list, new_list, strict=True)):
-            entry_changes = _entry_changes(f"{at}/{index}", old, new)
+            entry_changes = _entry_changes(f"{at}/{index}", old, new, sole_writer)
             if entry_changes is None:
                 return None
             changes += entry_changes
@@ -79,7 +85,7 @@ def _subset_lists(status: WorkloadSpreadStatus) -> dict[str, list[SubsetStatus]]
     return lists
 
 
-def _entry_changes(at: str, old: SubsetStatus, new: SubsetStatus) -> list[Obj] | None:
+def _entry_changes(at: str, old: SubsetStatus, new: SubsetStatus, sole_writer: bool) -> list[Obj] | None:
     """The operations on one subset's count and entries, or None when something else changed (or an entry
     changed its timestamp, which no ledger decision does)."""
     if old.replicas != new.replicas or old.conditions != new.conditions:
@@ -95,11 +101,9 @@ def _entry_changes(at: str, old: SubsetStatus, new: SubsetStatus) -> list[Obj] |
         added = {key: stamp for key, stamp in wanted.items() if key not in held}
         removed = [key for key in held if key not in wanted]
         if added and not held:
-            # No key to add beside: the field may be absent, and an ``add`` of the whole map would replace one
-            # another writer created meanwhile. A creatingPods entry always takes a slot, so such a writer
-            # moved this subset's count and the ``test`` of it fails; a deletingPods entry may leave a full
-            # subset's count as it was, so that first entry goes with the resourceVersion precondition.
-            if wire != "creatingPods":
+            # No key to add beside: the whole map (see ``ledger_patch``). A subset's first deletingPods entry
+            # may leave a full subset's count as it was, so it always goes with the resourceVersion precondition.
+            if wire != "creatingPods" or not sole_writer:
                 return None
             changes.append({"op": "add", "path": f"{at}/{wire}", "value": added})
             continue

@@ -97,10 +97,11 @@ class Store(Protocol):
     def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
         """Replace the status if ``ws.resource_version`` is still current, else raise ``Conflict``."""
 
-    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
         """Write a ledger decision made over ``ws.status``: when it changes only entries and counts, as the JSON
         patch ``statuspatch.ledger_patch`` gives, applied to the newest status whatever its resourceVersion
-        (``Conflict`` if a count it was decided from moved, or a subset); else as ``write_status``."""
+        (``Conflict`` if a count it was decided from moved, or a subset); else as ``write_status``.
+        ``sole_writer``: no other webhook process is known to write this ledger."""
 
     def replace_managed_fields(self, ws: WorkloadSpread, managed_fields: list[Any]) -> None:
         """Replace ``metadata.managedFields`` if ``ws.resource_version`` is still current, else ``Conflict``."""
@@ -254,8 +255,8 @@ class MemoryStore:
         self.status_writes += 1
         return updated
 
-    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
-        operations = statuspatch.ledger_patch(ws.status, status)
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
+        operations = statuspatch.ledger_patch(ws.status, status, sole_writer=sole_writer)
         if operations is None:
             return self.write_status(ws, status)
         if self._write_latency:

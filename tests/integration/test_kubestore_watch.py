@@ -78,15 +78,15 @@ def test_a_ledger_patch_lands_over_a_removal_of_settled_entries_and_conflicts_on
 
     read = watching_store.fresh_workload_spread(kube.ns, "l")
     assert read is not None
-    read = watching_store.write_ledger(read, reserving(read, 2))  # the version's first ledger: a PUT
+    read = watching_store.write_ledger(read, reserving(read, 2), sole_writer=True)  # a first ledger: a PUT
     settled, kept = sorted(held(read).creating_pods)
     watching_store.drop_creating_entries(read, {model.VERSION_IGNORED: {"a": [settled]}})
 
-    written = watching_store.write_ledger(read, reserving(read, 1))  # decided over the copy from before
+    written = watching_store.write_ledger(read, reserving(read, 1), sole_writer=True)  # over the copy from before
     assert set(held(written).creating_pods) == {kept, f"{spread.RESERVED_PREFIX}2"}
     assert held(written).missing_replicas == 2
 
     with pytest.raises(Conflict):
-        watching_store.write_ledger(read, reserving(read, 1))  # its count of "a" moved from 3 to 2
+        watching_store.write_ledger(read, reserving(read, 1), sole_writer=True)  # its count of "a" moved from 3 to 2
     newest = watching_store.fresh_workload_spread(kube.ns, "l")
     assert newest is not None and f"{spread.RESERVED_PREFIX}3" not in held(newest).creating_pods

@@ -99,9 +99,9 @@ class SlowApiServer(MemoryStore):
         time.sleep(random.uniform(0.02, 0.06))
         return super().write_status(ws, status)
 
-    def write_ledger(self, ws: Any, status: Any) -> Any:
+    def write_ledger(self, ws: Any, status: Any, *, sole_writer: bool) -> Any:
         time.sleep(random.uniform(0.02, 0.06))
-        return super().write_ledger(ws, status)
+        return super().write_ledger(ws, status, sole_writer=sole_writer)
 
     def fresh_workload_spread(self, namespace: str, name: str) -> Any:
         time.sleep(0.03)

@@ -51,7 +51,7 @@ def test_the_patch_turns_the_status_read_into_the_status_decided() -> None:
     after = before.clone()
     spread.reserve_ahead(ws, after, VERSION, 3, now=T0, new_uid=iter(["x", "y", "z"]).__next__)
     spread.give_back(ws, after, VERSION, [spread.RESERVED_PREFIX + "first-0"])
-    operations = statuspatch.ledger_patch(before, after)
+    operations = statuspatch.ledger_patch(before, after, sole_writer=True)
     assert operations is not None
     patched = jsonpatch.apply_patch({"status": model.status_to_dict(before)}, operations)
     assert patched["status"] == model.status_to_dict(after)
@@ -62,7 +62,7 @@ def test_every_subset_count_of_the_version_is_tested_before_anything_changes() -
     before = reserved(ws, 1, "first-")
     after = before.clone()
     spread.reserve_ahead(ws, after, VERSION, 1, now=T0, new_uid=lambda: "x")
-    operations = statuspatch.ledger_patch(before, after)
+    operations = statuspatch.ledger_patch(before, after, sole_writer=True)
     assert operations is not None
     tests = [op["path"] for op in operations if op["op"] == "test"]
     assert tests == [f"/status/versionedSubsetStatuses/{VERSION}/{i}/{field}"
@@ -79,10 +79,10 @@ def test_a_change_beyond_entries_and_counts_falls_back_to_the_resource_version_p
     recounted.versioned_subset_statuses[VERSION][0].replicas += 1
     emptied = before.clone()
     emptied.versioned_subset_statuses[VERSION][0].creating_pods.clear()
-    assert statuspatch.ledger_patch(model.WorkloadSpreadStatus(), before) is None  # the version's first ledger
-    assert statuspatch.ledger_patch(before, new_version) is None
-    assert statuspatch.ledger_patch(before, recounted) is None
-    assert statuspatch.ledger_patch(before, emptied) is None
+    assert statuspatch.ledger_patch(model.WorkloadSpreadStatus(), before, sole_writer=True) is None  # a first ledger
+    assert statuspatch.ledger_patch(before, new_version, sole_writer=True) is None
+    assert statuspatch.ledger_patch(before, recounted, sole_writer=True) is None
+    assert statuspatch.ledger_patch(before, emptied, sole_writer=True) is None
 
 
 def test_a_ledger_write_over_a_copy_read_before_the_reconciler_removed_settled_entries_still_lands(
@@ -93,7 +93,7 @@ def test_a_ledger_write_over_a_copy_read_before_the_reconciler_removed_settled_e
     read = newest(store)
     settled = spread.RESERVED_PREFIX + "first-0"
     store.drop_creating_entries(read, {VERSION: {"a": [settled]}})
-    written = store.write_ledger(read, reserved(read, 2, "next-"))
+    written = store.write_ledger(read, reserved(read, 2, "next-"), sole_writer=True)
     assert keys(written.status, 0) == {spread.RESERVED_PREFIX + "next-0", spread.RESERVED_PREFIX + "next-1"}
     assert written.status.versioned_subset_statuses[VERSION][0].missing_replicas == 0
     assert store.conflicts == 0
@@ -101,9 +101,9 @@ def test_a_ledger_write_over_a_copy_read_before_the_reconciler_removed_settled_e
 
 def test_a_ledger_write_decided_from_a_count_that_moved_since_is_a_conflict(store: MemoryStore) -> None:
     read = newest(store)
-    store.write_ledger(read, reserved(read, 1, "other-process-"))  # another process took a slot meanwhile
+    store.write_ledger(read, reserved(read, 1, "other-"), sole_writer=False)  # another process took a slot meanwhile
     with pytest.raises(Conflict):
-        store.write_ledger(read, reserved(read, 1, "ours-"))
+        store.write_ledger(read, reserved(read, 1, "ours-"), sole_writer=True)
     assert spread.RESERVED_PREFIX + "ours-0" not in keys(newest(store).status, 0)
 
 
@@ -113,10 +113,25 @@ def test_a_released_pod_is_recorded_by_a_patch_once_its_subset_has_deleting_entr
     read = newest(store)
     first = read.status.clone()
     spread.release(read, first, leaving[0], now=T0)
-    assert statuspatch.ledger_patch(read.status, first) is None  # a subset's first deletingPods entry
-    read = store.write_ledger(read, first)
+    assert statuspatch.ledger_patch(read.status, first, sole_writer=True) is None  # the subset's first deletingPods
+    read = store.write_ledger(read, first, sole_writer=True)
     second = read.status.clone()
     spread.release(read, second, leaving[1], now=T0)
-    assert statuspatch.ledger_patch(read.status, second) is not None
-    written = store.write_ledger(read, second)
+    assert statuspatch.ledger_patch(read.status, second, sole_writer=True) is not None
+    written = store.write_ledger(read, second, sole_writer=True)
     assert set(written.status.versioned_subset_statuses[VERSION][0].deleting_pods) == {"p-0", "p-1"}
+
+
+def test_a_subsets_first_entries_are_patched_only_by_the_ledgers_sole_writer() -> None:
+    """The whole-map ``add`` would replace a map another webhook process created meanwhile, unseen by the count
+    test when that process also recorded a deletion in the subset: with another writer about, a resourceVersion
+    precondition instead."""
+    ws = model.parse(ws_dict(SUBSETS))
+    before = reserved(ws, 3, "first-")  # subset "a" full, "b" without entries
+    after = before.clone()
+    spread.reserve_ahead(ws, after, VERSION, 1, now=T0, new_uid=lambda: "x")
+    operations = statuspatch.ledger_patch(before, after, sole_writer=True)
+    assert operations is not None
+    assert {"op": "add", "path": f"/status/versionedSubsetStatuses/{VERSION}/1/creatingPods",
+            "value": {spread.RESERVED_PREFIX + "x": model.format_time(T0)}} in operations
+    assert statuspatch.ledger_patch(before, after, sole_writer=False) is None
