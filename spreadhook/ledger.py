@@ -5,9 +5,10 @@ The status on the API server is the only truth; this module never trusts its own
 flight; when it lands, the next leader takes every queued request and commits them all in one status write
 (group commit). The write is a JSON patch guarded by the slot counts the batch was decided from
 (``Store.write_ledger``, ``statuspatch``), so a write that moved no count since (the reconciler removing the
-entries of pods that exist) does not make it fail. A conflict (another process took or gave back a slot first)
-reads the object that won (from the watch, else past every cache) and re-decides the whole batch, until the
-deadline the caller gives: a pod is never refused because of contention that the API server itself can absorb.
+entries of pods that exist) does not make it fail. A conflict (a count moved: another process took or gave
+back a slot first, or the reconciler returned an expired one) reads the object that won (from the watch, else
+past every cache) and re-decides the whole batch, until the deadline the caller gives: a pod is never refused
+because of contention that the API server itself can absorb.
 
 Contention between processes is made fair. A process that has just written goes straight on with its next
 batch from the object its write returned, while the one that lost must first read the object again, so its
