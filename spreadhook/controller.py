@@ -23,6 +23,9 @@ from spreadhook.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 10.0
+SETTLE_SECONDS = 1.0
+"""How often the leader removes the ledger entries of pods that exist (``Reconciler.settle``): at 150 pods a
+second, a second's worth of entries is about 10 KB of status."""
 COALESCE_SECONDS = 0.5
 MAX_COALESCE_SECONDS = 5.0
 SYNC_DUTY_FACTOR = 3.0
@@ -62,11 +65,15 @@ class Controller:
         *,
         elector: Elector | None = None,
         resync_seconds: float = RESYNC_SECONDS,
+        settle_seconds: float = SETTLE_SECONDS,
     ) -> None:
         self._store = store
         self._reconciler = reconciler
         self._elector = elector or AlwaysLeader()
         self._resync = resync_seconds
+        self._settle_seconds = settle_seconds
+        self._syncing = threading.Lock()
+        """Held by a sync, and by a settle while it writes: the two never write one status at once."""
         self._lock = threading.Condition()
         self._due: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
@@ -118,8 +125,8 @@ class Controller:
         return None
 
     def run(self, stop: threading.Event) -> None:
-        resync = threading.Thread(target=self._resync_loop, args=(stop,), name="spreadhook-resync", daemon=True)
-        resync.start()
+        for loop, name in ((self._resync_loop, "spreadhook-resync"), (self._settle_loop, "spreadhook-settle")):
+            threading.Thread(target=loop, args=(stop,), name=name, daemon=True).start()
         while (key := self._next(stop)) is not None:
             if not self._elector.is_leader():
                 continue
@@ -132,11 +139,33 @@ class Controller:
                     self.enqueue(ws.key)
             stop.wait(self._resync)
 
+    def _settle_loop(self, stop: threading.Event) -> None:
+        """Between syncs, keep the ledger's status small (``Reconciler.settle``). Its own thread, because the
+        controller's sleeps out each sync's coalescing delay (seconds under a burst), which settling must not
+        wait for; never during a sync, whose resourceVersion-guarded write every removal would make conflict."""
+        while not stop.wait(self._settle_seconds):
+            if not (self._elector.is_leader() and self._store.synced()):
+                continue
+            for ws in self._store.workload_spreads():
+                if not self._syncing.acquire(blocking=False):
+                    break  # a sync's own write removes these entries, and a removal meanwhile makes it conflict
+                try:
+                    self._reconciler.settle(ws.namespace, ws.name)
+                except StoreError as exc:
+                    log.warning("settling the ledger of WorkloadSpread %s failed (%s); retrying in %.1fs", ws.key,
+                                exc, self._settle_seconds, extra={"workloadSpread": ws.key})
+                except Exception:
+                    log.exception("settling the ledger of WorkloadSpread %s failed unexpectedly", ws.key,
+                                  extra={"workloadSpread": ws.key})
+                finally:
+                    self._syncing.release()
+
     def _sync(self, key: str) -> None:
         namespace, _, name = key.partition("/")
         started = time.monotonic()
         try:
-            result = self._reconciler.sync(namespace, name)
+            with self._syncing:
+                result = self._reconciler.sync(namespace, name)
         except StoreError as exc:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures

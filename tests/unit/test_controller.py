@@ -1,4 +1,5 @@
-"""The reconcile loop's pacing: how soon a change to a namespace's pods is synced after the last sync."""
+"""The reconcile loop's pacing: how soon a change to a namespace's pods is synced after the last sync, and
+how the ledger is settled between syncs."""
 
 from __future__ import annotations
 
@@ -22,11 +23,19 @@ class TimedReconciler:
         self.started: list[float] = []
         self.synced = threading.Event()
 
+        self.syncs: list[tuple[float, float]] = []
+        self.settled: list[float] = []
+
     def sync(self, namespace: str, name: str) -> SyncResult:
         self.started.append(time.monotonic())
         time.sleep(self.seconds)
+        self.syncs.append((self.started[-1], time.monotonic()))
         self.synced.set()
         return SyncResult(status_written=False, adopted=0, costs_patched=0, rescheduled=0, requeue_after=None)
+
+    def settle(self, namespace: str, name: str) -> int:
+        self.settled.append(time.monotonic())
+        return 0
 
 
 def _gap_after_a_change(sync_seconds: float) -> float:
@@ -63,3 +72,21 @@ def test_a_change_after_a_slow_sync_waits_three_times_that_sync_so_the_reconcile
 @pytest.mark.parametrize(("last", "delay"), [(0.0, 0.5), (0.1, 0.5), (0.5, 1.5), (1.0, 3.0), (4.0, 5.0)])
 def test_the_coalescing_delay_is_three_syncs_long_between_half_a_second_and_five(last: float, delay: float) -> None:
     assert controller.coalesce_delay(last) == pytest.approx(delay)
+
+
+def test_the_ledger_is_settled_every_interval_between_syncs_and_never_while_one_writes() -> None:
+    """Syncs under a burst came 6-9 s apart, and the entries of every pod admitted in between stayed in each
+    status write; a settle during a sync would make that sync's guarded write conflict."""
+    store = MemoryStore()
+    store.apply_workload_spread(factories.ws_dict([{"name": "a", "maxReplicas": 1}]))
+    reconciler = TimedReconciler(0.3)
+    loop = Controller(store, reconciler, resync_seconds=0.6, settle_seconds=0.05)  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(2.0)
+    stop.set()
+    thread.join(5)
+    assert len(reconciler.syncs) >= 2
+    assert len(reconciler.settled) >= 10
+    assert not [at for at in reconciler.settled if any(start <= at <= end for start, end in reconciler.syncs)]

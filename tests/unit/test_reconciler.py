@@ -181,3 +181,30 @@ def test_a_reconciler_that_keeps_losing_to_the_ledger_still_removes_the_entries_
     a, b = after.status.versioned_subset_statuses[model.VERSION_IGNORED]
     assert set(a.creating_pods) == {"p-not-yet"} and set(b.creating_pods) == {"reserved-3"}
     assert (a.missing_replicas, b.missing_replicas) == (7, -1), "the slots stay taken: their pods hold them"
+
+
+def test_settling_removes_only_the_entries_of_pods_that_exist_and_moves_no_count() -> None:
+    """What ``Controller`` runs every second between syncs: the status of a burst held up to 2,000 entries."""
+    store = MemoryStore()
+    now = model.format_time(T0)
+    ledger = [{"name": "a", "replicas": 0, "missingReplicas": 7,
+               "creatingPods": {"reserved-1": now, "reserved-2": now, "p-named": now, "p-not-yet": now}},
+              {"name": "b", "replicas": 0, "missingReplicas": -1, "creatingPods": {"reserved-3": now}}]
+    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 10}, {"name": "b"}]))
+    ws = store.workload_spread("default", "ws")
+    assert ws is not None
+    store.write_status(ws, model.parse(ws_dict(LIMITED, status={
+        "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
+    for name, key in (("p-1", "reserved-1"), ("p-3", "reserved-3")):
+        matched = spread.Matched("ws", "a", key).to_annotation()
+        store.put_pod(pod(name, annotations={spread.MATCHED_ANNOTATION: matched}))
+    store.put_pod(pod("p-named", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+    reconciler = Reconciler(store, clock=lambda: T0)
+
+    assert reconciler.settle("default", "ws") == 2
+    assert reconciler.settle("default", "ws") == 0
+    after = store.workload_spread("default", "ws")
+    assert after is not None
+    a, b = after.status.versioned_subset_statuses[model.VERSION_IGNORED]
+    assert set(a.creating_pods) == {"reserved-2", "p-not-yet"} and set(b.creating_pods) == {"reserved-3"}
+    assert (a.missing_replicas, b.missing_replicas) == (7, -1)
