@@ -100,10 +100,15 @@ SLOW_WRITE_MEMORY_SECONDS = 10.0
 """How long a slow write is remembered as what the slots in hand must outlast. Write times on a busy
 kube-apiserver come in spikes seconds apart; forgetting a spike after a few quick writes let the slots run
 dry at the next one."""
-MAX_RESERVED = 512
-"""The most slots one WorkloadSpread's pod version holds ahead in this process. Every slot is an entry in every
-status write and watch event until its pod is seen: with 1,024, writes at C=64 took 1.3 s at p50 (1.0 s with
-512 the same day, one run each), and the slots ran dry during them all the same."""
+MAX_RESERVED = 1024
+"""The most slots one WorkloadSpread's pod version holds ahead in this process, and what a scale-out's slots are
+kept at (``announced``). A refill is asked for when a quarter are gone, so the rest must outlast one status
+write, which takes 2.5-4.9 s at p99 on a saturated kube-apiserver: 384 slots last about 2.5 s at 150 pods a
+second, 768 about 5. Every slot is also an entry in every status write until its pod is seen, which was the
+cost that kept this at 512 while the entries of created pods stayed for seconds (with 1,024, writes took 1.3 s
+at p50 against 1.0 s); since the reconciler settles them every second (``Reconciler.settle``), 1,024 gave a
+webhook p99 of 15, 206, 11 and 16 ms in four 3,000-pod bursts at C=64; nine with 512 the same day gave 10 ms
+once and 206-993 ms otherwise."""
 FIRST_WAVE_RESERVED = 256
 """The most slots a write made for an admission reserves for pods the workload has yet to create
 (``workloads.pods_to_come``) before the arrival rate is known: the first wave of a burst arrives while the
