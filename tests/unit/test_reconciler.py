@@ -156,9 +156,9 @@ class LedgerAlwaysWritesFirst(MemoryStore):
         return super().write_status(ws, status)
 
 
-def test_a_reconciler_that_keeps_losing_to_the_ledger_still_removes_the_entries_of_pods_that_exist() -> None:
-    """Entries stayed in the status until the burst ended, and every ledger write carried them all."""
-    store = LedgerAlwaysWritesFirst()
+def _ledger_with_entries_and_their_pods(store: MemoryStore) -> None:
+    """Subset ``a`` holds entries for two pods given reserved slots, a named pod, and a pod not created yet;
+    ``b`` holds a reserved slot whose key a pod carries for ``a`` (which does not settle it)."""
     now = model.format_time(T0)
     ledger = [{"name": "a", "replicas": 0, "missingReplicas": 7,
                "creatingPods": {"reserved-1": now, "reserved-2": now, "p-named": now, "p-not-yet": now}},
@@ -168,43 +168,33 @@ def test_a_reconciler_that_keeps_losing_to_the_ledger_still_removes_the_entries_
     assert ws is not None
     MemoryStore.write_status(store, ws, model.parse(ws_dict(LIMITED, status={
         "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
-    given = {"p-1": ("a", "reserved-1"), "p-2": ("a", "reserved-2"),
-             "p-3": ("a", "reserved-3")}  # reserved-3 is b's key: a pod annotated for a does not settle it
-    for name, (subset, key) in given.items():
-        store.put_pod(pod(name, annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", subset, key)
-                                             .to_annotation()}))
-    store.put_pod(pod("p-named", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
-    with pytest.raises(StoreError, match="kept conflicting"):  # its full write never lands here
-        Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    for name, key in (("p-1", "reserved-1"), ("p-2", "reserved-2"), ("p-3", "reserved-3"), ("p-named", "")):
+        matched = spread.Matched("ws", "a", key).to_annotation()
+        store.put_pod(pod(name, annotations={spread.MATCHED_ANNOTATION: matched}))
+
+
+def _entries_and_counts(store: MemoryStore) -> tuple[set[str], set[str], tuple[int, int]]:
     after = store.workload_spread("default", "ws")
     assert after is not None
     a, b = after.status.versioned_subset_statuses[model.VERSION_IGNORED]
-    assert set(a.creating_pods) == {"p-not-yet"} and set(b.creating_pods) == {"reserved-3"}
-    assert (a.missing_replicas, b.missing_replicas) == (7, -1), "the slots stay taken: their pods hold them"
+    return set(a.creating_pods), set(b.creating_pods), (a.missing_replicas, b.missing_replicas)
+
+
+def test_a_reconciler_that_keeps_losing_to_the_ledger_still_removes_the_entries_of_pods_that_exist() -> None:
+    """Entries stayed in the status until the burst ended, and every ledger write carried them all."""
+    store = LedgerAlwaysWritesFirst()
+    _ledger_with_entries_and_their_pods(store)
+    with pytest.raises(StoreError, match="kept conflicting"):  # its full write never lands here
+        Reconciler(store, clock=lambda: T0).sync("default", "ws")
+    # the slots stay taken: their pods hold them
+    assert _entries_and_counts(store) == ({"p-not-yet"}, {"reserved-3"}, (7, -1))
 
 
 def test_settling_removes_only_the_entries_of_pods_that_exist_and_moves_no_count() -> None:
     """What ``Controller`` runs every second between syncs: the status of a burst held up to 2,000 entries."""
     store = MemoryStore()
-    now = model.format_time(T0)
-    ledger = [{"name": "a", "replicas": 0, "missingReplicas": 7,
-               "creatingPods": {"reserved-1": now, "reserved-2": now, "p-named": now, "p-not-yet": now}},
-              {"name": "b", "replicas": 0, "missingReplicas": -1, "creatingPods": {"reserved-3": now}}]
-    store.apply_workload_spread(ws_dict([{"name": "a", "maxReplicas": 10}, {"name": "b"}]))
-    ws = store.workload_spread("default", "ws")
-    assert ws is not None
-    store.write_status(ws, model.parse(ws_dict(LIMITED, status={
-        "versionedSubsetStatuses": {model.VERSION_IGNORED: ledger}})).status)
-    for name, key in (("p-1", "reserved-1"), ("p-3", "reserved-3")):
-        matched = spread.Matched("ws", "a", key).to_annotation()
-        store.put_pod(pod(name, annotations={spread.MATCHED_ANNOTATION: matched}))
-    store.put_pod(pod("p-named", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()}))
+    _ledger_with_entries_and_their_pods(store)
     reconciler = Reconciler(store, clock=lambda: T0)
-
-    assert reconciler.settle("default", "ws") == 2
+    assert reconciler.settle("default", "ws") == 3
     assert reconciler.settle("default", "ws") == 0
-    after = store.workload_spread("default", "ws")
-    assert after is not None
-    a, b = after.status.versioned_subset_statuses[model.VERSION_IGNORED]
-    assert set(a.creating_pods) == {"reserved-2", "p-not-yet"} and set(b.creating_pods) == {"reserved-3"}
-    assert (a.missing_replicas, b.missing_replicas) == (7, -1)
+    assert _entries_and_counts(store) == ({"p-not-yet"}, {"reserved-3"}, (7, -1))
