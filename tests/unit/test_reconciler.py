@@ -198,3 +198,15 @@ def test_settling_removes_only_the_entries_of_pods_that_exist_and_moves_no_count
     assert reconciler.settle("default", "ws") == 3
     assert reconciler.settle("default", "ws") == 0
     assert _entries_and_counts(store) == ({"p-not-yet"}, {"reserved-3"}, (7, -1))
+
+
+def test_a_pod_the_reconciler_does_not_count_yet_does_not_settle_its_entry() -> None:
+    """A pod whose owner chain does not reach the workload (here a ReplicaSet the cache has not delivered)
+    exists, but no sync counts it: without its entry, its slot would look free and be given to another pod."""
+    store = MemoryStore()
+    _ledger_with_entries_and_their_pods(store)
+    uncounted = pod("p-not-yet", owner_kind="ReplicaSet", owner_name="app-6f7d9",
+                    annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "a").to_annotation()})
+    store.put_pod(uncounted)
+    assert Reconciler(store, clock=lambda: T0).settle("default", "ws") == 3
+    assert _entries_and_counts(store) == ({"p-not-yet"}, {"reserved-3"}, (7, -1))
