@@ -192,8 +192,8 @@ class Reconciler:
         return self._write_until_landed(ws, plan.status, rebased, "status", settle=drop_counted)
 
     def settle(self, namespace: str, name: str) -> int:
-        """Remove the ``creatingPods`` entries of pods that exist now, from the cached WorkloadSpread, in one
-        JSON patch that needs no precondition and moves no count; how many went.
+        """Remove the ``creatingPods`` entries of the pods a sync would count now, from the cached
+        WorkloadSpread, in one JSON patch that needs no precondition and moves no count; how many went.
 
         A full sync cannot keep up with a burst: it reads afresh, passes over every pod, and writes with the
         resourceVersion as its precondition, meeting the ledger's writes; under a 3,000-pod burst at C=64 a
