@@ -22,7 +22,6 @@ class TimedReconciler:
         self.seconds = seconds
         self.started: list[float] = []
         self.synced = threading.Event()
-
         self.syncs: list[tuple[float, float]] = []
         self.settled: list[float] = []
 
@@ -75,7 +74,7 @@ def test_the_coalescing_delay_is_three_syncs_long_between_half_a_second_and_five
 
 
 def test_the_ledger_is_settled_every_interval_between_syncs_and_never_while_one_writes() -> None:
-    """Syncs under a burst came 6-9 s apart, and the entries of every pod admitted in between stayed in each
+    """Syncs under a burst came seconds apart, and the entries of every pod admitted in between stayed in each
     status write; a settle during a sync would make that sync's guarded write conflict."""
     store = MemoryStore()
     store.apply_workload_spread(factories.ws_dict([{"name": "a", "maxReplicas": 1}]))
