@@ -73,7 +73,7 @@ class Controller:
         self._resync = resync_seconds
         self._settle_seconds = settle_seconds
         self._syncing = threading.Lock()
-        """Held by a sync, and by a settle while it writes: the two never write one status at once."""
+        """Held through each sync and each settle round: the two never write one status at once."""
         self._lock = threading.Condition()
         self._due: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
