@@ -109,7 +109,10 @@ class KubeStore:
         self._resources = [WORKLOAD_SPREADS, *WORKLOAD_RESOURCES] + ([PODS, NODES] if pods else [])
         self._lock = threading.Lock()
         self._spread_changed = threading.Condition(self._lock)
-        self._objects: dict[Resource, dict[tuple[str, str], Obj]] = {r: {} for r in self._resources}
+        self._objects: dict[Resource, dict[str, dict[str, Obj]]] = {r: {} for r in self._resources}
+        """resource -> namespace ("" for nodes) -> name -> object: by namespace because every sync and every
+        second's settle reads one namespace's pods, and a walk over a big cluster's every pod per read took
+        the CPU the webhook in the same process needs."""
         self._parsed: dict[tuple[str, str], WorkloadSpread] = {}
         self._by_target: dict[WorkloadKey, tuple[str, str]] = {}
         self._synced: set[Resource] = set()
@@ -199,20 +202,22 @@ class KubeStore:
 
     def _list(self, resource: Resource) -> str:
         body = self.request("GET", resource.path(), timeout=120)
-        objects = {(_ns(o), _name(o)): o for o in body.get("items") or []}
-        kind = resource.kind
-        for obj in objects.values():
-            obj.setdefault("kind", kind)
-            obj.setdefault("apiVersion", f"{resource.group}/{resource.version}" if resource.group else resource.version)
+        objects: dict[str, dict[str, Obj]] = {}
+        api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        for obj in body.get("items") or []:
+            obj.setdefault("kind", resource.kind)
+            obj.setdefault("apiVersion", api_version)
+            objects.setdefault(_ns(obj), {})[_name(obj)] = obj
         with self._lock:
             self._objects[resource] = objects
             if resource is WORKLOAD_SPREADS:
                 self._parsed.clear()
                 self._by_target.clear()
-                for key, obj in objects.items():
-                    self._index(key, obj)
+                for namespace, named in objects.items():
+                    for name, obj in named.items():
+                        self._index((namespace, name), obj)
         self._synced.add(resource)
-        for namespace in {ns for ns, _ in objects}:
+        for namespace in objects:
             self._notify(namespace)
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 
@@ -247,14 +252,16 @@ class KubeStore:
         key = (_ns(obj), _name(obj))
         changed: Obj | None = None
         with self._lock:
-            cache = self._objects[resource]
-            before = cache.get(key)
+            cache = self._objects[resource].setdefault(key[0], {})
+            before = cache.get(key[1])
             if kind == "DELETED":
-                cache.pop(key, None)
+                cache.pop(key[1], None)
+                if not cache:
+                    del self._objects[resource][key[0]]
                 if resource is WORKLOAD_SPREADS:
                     self._unindex(key)
             elif _newer(obj, before):
-                cache[key] = obj
+                cache[key[1]] = obj
                 if resource is WORKLOAD_SPREADS:
                     self._index(key, obj)
                 elif resource in WORKLOAD_RESOURCES:
@@ -376,7 +383,7 @@ class KubeStore:
         if resource is None:
             return self._get_custom(namespace, api_version, kind, name)
         with self._lock:
-            found = self._objects[resource].get((namespace, name))
+            found = self._objects[resource].get(namespace, {}).get(name)
             target = self._by_target.get(WorkloadKey(namespace, group, kind, name))
             spread_of = self._parsed.get(target) if target is not None else None
             percentages = spread_of is not None and needs_workload_replicas(spread_of)
@@ -435,7 +442,7 @@ class KubeStore:
 
     def pods(self, namespace: str) -> list[Obj]:
         with self._lock:
-            return [p for (ns, _), p in self._objects.get(PODS, {}).items() if ns == namespace]
+            return list(self._objects.get(PODS, {}).get(namespace, {}).values())
 
     def fresh_pods(self, namespace: str) -> list[Obj]:
         """A LIST without resourceVersion: a quorum read, newer than anything the watch has delivered."""
@@ -446,7 +453,7 @@ class KubeStore:
 
     def nodes(self) -> dict[str, Obj]:
         with self._lock:
-            return {name: node for (_, name), node in self._objects.get(NODES, {}).items()}
+            return dict(self._objects.get(NODES, {}).get("", {}))
 
     def patch_pod(self, namespace: str, name: str, patch: Obj) -> None:
         self.request("PATCH", PODS.path(namespace, name), body=patch,
