@@ -1,7 +1,8 @@
 """Burst benchmark: what the webhook costs a 3,000-pod CloneSet scale-out, measured against the bare control plane.
 
-    /work/venv/bin/python benchmarks/burst.py [--pods 3000] [--concurrency C] [--scale-in-to 1000]
-                                              [-o table|json] [--chart latency.png] [--topology run|split]
+    python benchmarks/burst.py [--pods 3000] [--concurrency C] [--scale-in-to 1000]
+                               [-o table|json] [--chart latency.png] [--topology run|split]
+                               [--repeat K]
 
 One command does everything on a fresh, private control plane (``harness.controlplane.up`` in a temporary
 directory, always torn down): it installs spreadhook (``harness.install``), and for each concurrency C (16, 64
@@ -44,8 +45,11 @@ and TLS included; buckets 5, 25, 100 ms, ...) is printed beside it as a cross-ch
     {"with_webhook": {"pods_per_s", "p50_ms", "p95_ms", "p99_ms"}, "without_webhook": {"pods_per_s"},
      "ratio", "status_writes_per_pod", "conflicts", "violations"}
 
-and, for several C, a JSON **list** of such objects in ascending C, each with an added ``"concurrency"`` key
-(the contract's keys are untouched, so a consumer of one object reads every element the same way). Every
+and, for several C or ``--repeat K`` > 1, a JSON **list** of such objects in ascending C, each with added
+``"concurrency"`` and ``"repeat"`` keys (the contract's keys are untouched, so a consumer of one object reads
+every element the same way). ``--repeat K`` measures each C K times in a row (all five bursts each time) and
+prints the medians and ranges of the noisy figures after the table (to stderr with ``-o json``): on this
+2-core machine one run's ratio moves by a third from one run to the next, with the bare control plane. Every
 object also carries ``"details"``: the other figures of the table. ``status_writes_per_pod`` counts the
 ledger's status writes (the webhook's group commits) per admitted pod; the table also shows every status PUT
 seen by kube-apiserver, the reconciler's included.
@@ -66,6 +70,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -265,6 +270,8 @@ class Run:
 
     concurrency: int
     pods: int
+    repeat: int = 1
+    """Which repetition at this concurrency (``--repeat``), from 1."""
     with_pods_per_s: float = 0.0
     without_pods_per_s: float = 0.0
     idle_pods_per_s: float = 0.0
@@ -322,30 +329,40 @@ class Run:
     cpu_without: cpu.CpuTimes = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def _to_bare(self, pods_per_s: float) -> float:
+        return pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+
     @property
     def ratio(self) -> float:
-        return self.with_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+        return self._to_bare(self.with_pods_per_s)
 
     @property
     def idle_ratio(self) -> float:
-        return self.idle_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+        return self._to_bare(self.idle_pods_per_s)
 
     @property
     def null_ratio(self) -> float:
-        return self.null_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+        return self._to_bare(self.null_pods_per_s)
 
     @property
     def patching_ratio(self) -> float:
-        return self.patching_pods_per_s / self.without_pods_per_s if self.without_pods_per_s else 0.0
+        return self._to_bare(self.patching_pods_per_s)
+
+    @property
+    def floor_ratio(self) -> float:
+        """With the webhook against the patching null webhook: how far spreadhook is from what any webhook
+        making its change to the pods would cost here."""
+        return self.with_pods_per_s / self.patching_pods_per_s if self.patching_pods_per_s else 0.0
 
     @property
     def status_writes_per_pod(self) -> float:
         return self.ledger_writes / self.admitted if self.admitted else 0.0
 
     def contract(self) -> dict[str, Any]:
-        """DESIGN.md's JSON shape, plus ``concurrency`` and ``details``."""
+        """DESIGN.md's JSON shape, plus ``concurrency``, ``repeat`` and ``details``."""
         return {
             "concurrency": self.concurrency,
+            "repeat": self.repeat,
             "with_webhook": {"pods_per_s": round(self.with_pods_per_s, 1), "p50_ms": _r(self.p50_ms),
                              "p95_ms": _r(self.p95_ms), "p99_ms": _r(self.p99_ms)},
             "without_webhook": {"pods_per_s": round(self.without_pods_per_s, 1)},
@@ -353,7 +370,7 @@ class Run:
             "status_writes_per_pod": round(self.status_writes_per_pod, 4),
             "conflicts": self.conflicts,
             "violations": self.violations + self.violations_after_scale_in,
-            "details": {k: v for k, v in asdict(self).items() if k not in ("concurrency",)},
+            "details": {k: v for k, v in asdict(self).items() if k not in ("concurrency", "repeat")},
         }
 
 
@@ -664,10 +681,11 @@ def _wait_webhook_called(cp: ControlPlane, api: client.ApiClient, registered: bo
                lambda yes: yes == registered, timeout, 0.5)
 
 
-def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _log, *, split: bool = False
-            ) -> list[Run]:
-    """Bring a control plane up, run every C with and without the webhook, always tear it down. SPLIT runs
-    the webhook and the reconciler as two processes (``serve`` + ``reconcile``) instead of one ``run``."""
+def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _log, *, split: bool = False,
+            repeat: int = 1) -> list[Run]:
+    """Bring a control plane up, run every C with and without the webhook REPEAT times in a row, always tear
+    it down. SPLIT runs the webhook and the reconciler as two processes (``serve`` + ``reconcile``) instead
+    of one ``run``."""
     directory = Path(tempfile.mkdtemp(prefix="spreadhook-burst-"))
     runs: list[Run] = []
     webhook: Webhook | None = None
@@ -687,8 +705,8 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary)
         patching = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary, name="nullhook-patching",
                                patch=patch)
-        for concurrency in concurrencies:
-            run = Run(concurrency, pods)
+        for concurrency, attempt in ((c, k) for c in concurrencies for k in range(1, repeat + 1)):
+            run = Run(concurrency, pods, attempt)
             runs.append(run)
             if not webhook.alive():
                 webhook.start()
@@ -740,6 +758,7 @@ def table(runs: list[Run]) -> str:
         ("pods/s through it answering spreadhook's patch", [_fmt(r.patching_pods_per_s) for r in runs],
          "the floor of spreadhook's change"),
         ("ratio patching null/without", [_fmt(r.patching_ratio, 3) for r in runs], ""),
+        ("ratio with/patching null", [_fmt(r.floor_ratio, 3) for r in runs], "spreadhook against the floor"),
         ("apiserver-seen null p50/p99 ms",
          [f"{_fmt(r.null_apiserver_p50_ms)}/{_fmt(r.null_apiserver_p99_ms)}" for r in runs], "coarse buckets"),
         ("webhook admission p50 ms", [_fmt(r.p50_ms, 2) for r in runs], ""),
@@ -775,7 +794,7 @@ def table(runs: list[Run]) -> str:
         ("status = pods after scale-in (s)", [_fmt(r.status_after_scale_in_s) for r in runs], ""),
         *_cpu_rows(runs),
     ]
-    header = ("concurrency C", [str(r.concurrency) for r in runs], "target")
+    header = ("concurrency C", [_column(r, runs) for r in runs], "target")
     width0 = max(len(r[0]) for r in [header, *rows])
     widths = [max(len(header[1][i]), *(len(r[1][i]) for r in rows)) for i in range(len(runs))]
     lines = []
@@ -783,9 +802,38 @@ def table(runs: list[Run]) -> str:
         lines.append("  ".join([label.ljust(width0), *(c.rjust(w) for c, w in zip(cells, widths, strict=True)),
                                 note]).rstrip())
     for run in runs:
-        lines.extend(f"C={run.concurrency}: problem: {p}" for p in run.problems)
+        lines.extend(f"C={_column(run, runs)}: problem: {p}" for p in run.problems)
         if run.first_error:
-            lines.append(f"C={run.concurrency}: first create error: {run.first_error}")
+            lines.append(f"C={_column(run, runs)}: first create error: {run.first_error}")
+    return "\n".join(lines)
+
+
+def _column(run: Run, runs: list[Run]) -> str:
+    """C, and which repetition when C was measured more than once."""
+    repeated = sum(r.concurrency == run.concurrency for r in runs) > 1
+    return f"{run.concurrency} #{run.repeat}" if repeated else str(run.concurrency)
+
+
+def medians(runs: list[Run]) -> str:
+    """For each C measured more than once: the median and range over the repetitions of the figures whose
+    single runs are too noisy to judge by (the bare control plane alone ran at 98-342 pods/s at C=64 on
+    different days of this machine), or "" when no C was repeated."""
+    lines = []
+    for concurrency in dict.fromkeys(r.concurrency for r in runs):
+        same = [r for r in runs if r.concurrency == concurrency]
+        if len(same) < 2:
+            continue
+        lines.append(f"C={concurrency}, {len(same)} runs: median (min-max)")
+        for label, values in (
+            ("pods/s with webhook", [r.with_pods_per_s for r in same]),
+            ("pods/s without webhook", [r.without_pods_per_s for r in same]),
+            ("ratio with/without", [r.ratio for r in same]),
+            ("ratio patching null/without", [r.patching_ratio for r in same]),
+            ("ratio with/patching null", [r.floor_ratio for r in same]),
+            ("webhook admission p99 ms", [r.p99_ms for r in same if r.p99_ms is not None]),
+        ):
+            if values:
+                lines.append(f"  {label}: {statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})")
     return "\n".join(lines)
 
 
@@ -841,17 +889,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-in-to", type=int, default=1000, help="replicas after the scale-in (default 1000)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--chart", type=Path, default=None, help="write a PNG of latency against concurrency")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each C this many times in a row and print the medians (default 1)")
     parser.add_argument("--topology", choices=("run", "split"), default="run",
                         help="run: one `spreadhook run` process (default, what harness.install deploys); split: "
                              "`spreadhook serve` and `spreadhook reconcile` as two processes")
     args = parser.parse_args(argv)
-    if args.pods <= 0 or (args.concurrency is not None and args.concurrency <= 0) or not (
+    if args.pods <= 0 or args.repeat <= 0 or (args.concurrency is not None and args.concurrency <= 0) or not (
             0 <= args.scale_in_to <= args.pods):
-        print("--pods and --concurrency must be > 0, and 0 <= --scale-in-to <= --pods", file=sys.stderr)
+        print("--pods, --repeat and --concurrency must be > 0, and 0 <= --scale-in-to <= --pods", file=sys.stderr)
         return 2
     concurrencies = [args.concurrency] if args.concurrency else list(DEFAULT_CONCURRENCY)
     try:
-        runs = measure(concurrencies, args.pods, args.scale_in_to, split=args.topology == "split")
+        runs = measure(concurrencies, args.pods, args.scale_in_to, split=args.topology == "split",
+                       repeat=args.repeat)
     except (cpmod.ControlPlaneError, cpmod.KubectlError, RuntimeError, TimeoutError, OSError,
             requests.RequestException) as err:
         print(f"burst benchmark failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
@@ -862,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(objects[0] if len(objects) == 1 else objects, indent=2))
     else:
         print(table(runs))
+    summary = medians(runs)
+    if summary:  # beside the JSON, not inside it: the contract's shape stays one object per run
+        print(summary, file=sys.stderr if args.output == "json" else sys.stdout)
     if args.chart is not None:
         chart(runs, args.chart)
     return 0
