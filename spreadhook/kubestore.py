@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,9 @@ import orjson
 import requests
 from kubernetes import client, config
 
-from spreadhook import statuspatch
 from spreadhook.model import GROUP, KIND, Obj, WorkloadSpread, WorkloadSpreadStatus, api_group, parse, status_to_dict
 from spreadhook.spread import needs_workload_replicas
-from spreadhook.store import Conflict, NotFound, StoreError, WorkloadKey, version_order
+from spreadhook.store import Conflict, NotFound, StatusPatching, StoreError, WorkloadKey, version_order
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ WORKLOAD_RESOURCES = (
 )
 
 
-class KubeStore:
+class KubeStore(StatusPatching):
     """``Store`` on kube-apiserver. ``pods=True`` also caches pods and nodes (the reconciler needs them; the
     webhook alone does not, and a pod cache is the largest memory cost in a big cluster)."""
 
@@ -342,20 +341,9 @@ class KubeStore:
         self._apply_event(WORKLOAD_SPREADS, "MODIFIED", written)
         return parse(written)
 
-    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
-        operations = statuspatch.ledger_patch(ws.status, status, sole_writer=sole_writer)
-        if operations is None:
-            return self.write_status(ws, status)
-        return self._patch_status(ws, operations)
-
-    def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
-                              ) -> WorkloadSpread:
-        return self._patch_status(ws, statuspatch.drop_patch(ws.status, entries))
-
-    def _patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
-        """A JSON patch of the status subresource without a resourceVersion, which kube-apiserver applies to
-        its newest object (retrying internally on its own storage conflicts). A failed ``test`` or a path no
-        longer there fails the whole patch (HTTP 422; 400 is read the same way), reported as ``Conflict``."""
+    def patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
+        """kube-apiserver retries its own storage conflicts on a patch without a resourceVersion; a failed
+        ``test`` or a missing path fails the whole patch with HTTP 422 (400 is read the same way)."""
         try:
             written = self.request("PATCH", WORKLOAD_SPREADS.path(ws.namespace, ws.name) + "/status",
                                    body=operations, content_type="application/json-patch+json")

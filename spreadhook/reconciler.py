@@ -259,10 +259,8 @@ class Reconciler:
         may make a change that needs no precondition on the fresh read, and returns what it wrote; once it has,
         the write is given up after ``SETTLED_ATTEMPTS``: under a burst each attempt is a read and a write of a
         second or more that the ledger wins anyway, and the next sync, with the pods seen since, settles more."""
-        attempts = MAX_STATUS_ATTEMPTS
-        for attempt in range(MAX_STATUS_ATTEMPTS):
-            if attempt >= attempts:
-                break
+        attempt, attempts = 0, MAX_STATUS_ATTEMPTS
+        while attempt < attempts:
             try:
                 self._store.write_status(ws, status)
                 return True
@@ -280,6 +278,7 @@ class Reconciler:
                     return False
                 status = instead
                 time.sleep(min(0.05, 0.002 * 2**attempt))
+                attempt += 1
         raise StoreError(f"WorkloadSpread {ws.key}: {what} kept conflicting")
 
     def _replicas(self, ws: WorkloadSpread) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -150,7 +151,33 @@ class Store(Protocol):
         seen before), from the thread that saw the change: the callback must be quick and must not raise."""
 
 
-class MemoryStore:
+class StatusPatching(ABC):
+    """The status writes that go as JSON patches, derived once for both stores from the statuses (never
+    written as pointers by hand): a store says only how it replaces a status with its ``resourceVersion`` as
+    the precondition (``write_status``) and how it applies a JSON patch to its newest status
+    (``patch_status``)."""
+
+    @abstractmethod
+    def write_status(self, ws: WorkloadSpread, status: WorkloadSpreadStatus) -> WorkloadSpread:
+        """See ``Store.write_status``."""
+
+    @abstractmethod
+    def patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
+        """Apply a JSON patch to the newest status, whatever its resourceVersion, as kube-apiserver does with
+        a patch that carries none; a failed ``test`` or a path no longer there is a ``Conflict``."""
+
+    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
+        operations = statuspatch.ledger_patch(ws.status, status, sole_writer=sole_writer)
+        if operations is None:
+            return self.write_status(ws, status)
+        return self.patch_status(ws, operations)
+
+    def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
+                              ) -> WorkloadSpread:
+        return self.patch_status(ws, statuspatch.drop_patch(ws.status, entries))
+
+
+class MemoryStore(StatusPatching):
     """An in-process store with the API server's compare-and-swap contract on WorkloadSpread status.
 
     Like a watch cache, it hands out shared objects: callers read them and never mutate them (every write
@@ -255,21 +282,9 @@ class MemoryStore:
         self.status_writes += 1
         return updated
 
-    def write_ledger(self, ws: WorkloadSpread, status: WorkloadSpreadStatus, *, sole_writer: bool) -> WorkloadSpread:
-        operations = statuspatch.ledger_patch(ws.status, status, sole_writer=sole_writer)
-        if operations is None:
-            return self.write_status(ws, status)
+    def patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
         if self._write_latency:
             time.sleep(self._write_latency)
-        return self._patch_status(ws, operations)
-
-    def drop_creating_entries(self, ws: WorkloadSpread, entries: Mapping[str, Mapping[str, Sequence[str]]]
-                              ) -> WorkloadSpread:
-        return self._patch_status(ws, statuspatch.drop_patch(ws.status, entries))
-
-    def _patch_status(self, ws: WorkloadSpread, operations: list[Obj]) -> WorkloadSpread:
-        """Apply a JSON patch to the newest status, whatever its resourceVersion, as kube-apiserver does with a
-        patch that carries none; a failed ``test`` or a missing path is a ``Conflict``."""
         with self._lock:
             current = self._spreads.get((ws.namespace, ws.name))
             if current is None:
