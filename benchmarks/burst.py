@@ -816,7 +816,7 @@ def _column(run: Run, runs: list[Run]) -> str:
 
 def medians(runs: list[Run]) -> str:
     """For each C measured more than once: the median and range over the repetitions of the figures whose
-    single runs are too noisy to judge by (the bare control plane alone ran at 98-342 pods/s at C=64 on
+    single runs are too noisy to judge by (the bare control plane alone ran at 98-392 pods/s at C=64 on
     different days of this machine), or "" when no C was repeated."""
     lines = []
     for concurrency in dict.fromkeys(r.concurrency for r in runs):
