@@ -211,11 +211,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     import threading
 
     from spreadhook.kubestore import KubeStore
-    from spreadhook.runtime import start_reconciler
+    from spreadhook.runtime import start_reconciler, tune_garbage_collector
 
     logs.configure(args.log_level)
     store = KubeStore.from_environment()
     store.start()
+    tune_garbage_collector()
     start_reconciler(store)
     threading.Event().wait()
     return EXIT_OK
