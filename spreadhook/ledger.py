@@ -595,24 +595,15 @@ class Ledger:
         """How many slots to hold: the arrivals expected while about three slow writes are made, at least as
         many as pods are waiting for this write (as many clients are creating pods at once), as many as the
         workload says it has yet to create (``TO_COME``) up to ``FIRST_WAVE_RESERVED``, and as many as its last
-        scale-out announced and has not yet taken (``group.announced``), but once the arrival rate has been
-        measured for ``RATE_MEMORY_SECONDS``, no more of those than its pods can take within a slot's lifetime.
-        A workload controller creates pods at its client's rate limit (kube-controller-manager's default is 20
-        a second): a scale-out of 3,000 at that pace would otherwise hold 1,024 slots, 800 of which expire
-        unused every ``RESERVE_LIFETIME_SECONDS`` and are reserved again, while every status write and watch
-        event carries them and the status shows subsets full that no pod is in. Call with ``group.lock`` held."""
+        scale-out announced and has not yet taken (``group.announced``). Call with ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
-        now = time.monotonic()
-        slowest = max((seconds for landed, seconds in group.recent_writes
-                       if landed >= now - SLOW_WRITE_MEMORY_SECONDS), default=0.0)
+        since = time.monotonic() - SLOW_WRITE_MEMORY_SECONDS
+        slowest = max((seconds for landed, seconds in group.recent_writes if landed >= since), default=0.0)
         lead = min(high, max(low, 3 * slowest))
-        recent = int(now) - RATE_MEMORY_SECONDS
+        recent = int(time.monotonic()) - RATE_MEMORY_SECONDS
         per_second = max((count for second, count in group.arrivals if second > recent), default=0)
         expected = math.ceil(per_second * lead)
-        announced = group.announced
-        if group.arrivals and group.arrivals[0][0] <= recent + 1:  # a whole window of arrivals measured
-            announced = min(announced, per_second * math.ceil(RESERVE_LIFETIME_SECONDS))
-        return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come), announced))
+        return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come), group.announced))
 
     def _shortfall(self, group: _Group, version: str, batch: list[_Request]) -> int:
         """How many slots a top-up for ``version`` should reserve, decided with the batch it rides in: pods

@@ -11,15 +11,7 @@ from typing import Any
 import pytest
 
 from spreadhook import model, spread
-from spreadhook.ledger import (
-    MAX_RESERVED,
-    RATE_MEMORY_SECONDS,
-    RESERVE_LIFETIME_SECONDS,
-    CommitStats,
-    Ledger,
-    LedgerTimeout,
-    _Group,
-)
+from spreadhook.ledger import CommitStats, Ledger, LedgerTimeout
 from spreadhook.store import MemoryStore
 from tests.unit.factories import T0, pod, ws_dict
 
@@ -290,29 +282,3 @@ def test_the_first_write_of_a_burst_reserves_for_the_pods_the_workload_has_yet_t
                           pods_to_come=lambda i=i: 40 - i) for i in range(1, 30)]
     assert all(d.generated_uid.startswith(spread.RESERVED_PREFIX) for d in later), "each took a reserved slot"
     assert store.status_writes == writes, "and none waited for a write"
-
-
-def group_with_arrivals(per_second: int, seconds: int, announced: int) -> _Group:
-    """A WorkloadSpread's group whose pods arrived at PER_SECOND in each of the last SECONDS seconds."""
-    now = int(time.monotonic())
-    group = _Group(announced=announced)
-    group.arrivals.extend([second, per_second] for second in range(now - seconds + 1, now + 1))
-    return group
-
-
-def test_a_scale_out_announced_holds_its_slots_before_its_pods_arrival_rate_is_known() -> None:
-    """The first seconds of a burst: the rate is still being measured, so the announcement sizes the slots."""
-    assert Ledger._reserve_target(group_with_arrivals(20, 2, announced=3000)) == MAX_RESERVED
-
-
-def test_a_slow_scale_out_holds_no_more_slots_than_its_pods_take_within_a_slots_lifetime() -> None:
-    """A Deployment's controller creates pods at its client's rate limit (20 a second by default): once that
-    rate is measured, the slots beyond what it takes in a slot's lifetime would only expire and be reserved
-    again, while the status shows them as taken room."""
-    target = Ledger._reserve_target(group_with_arrivals(20, RATE_MEMORY_SECONDS, announced=3000))
-
-    assert target == 20 * RESERVE_LIFETIME_SECONDS
-
-
-def test_a_fast_scale_out_keeps_its_announced_slots_once_its_rate_is_measured() -> None:
-    assert Ledger._reserve_target(group_with_arrivals(200, RATE_MEMORY_SECONDS, announced=3000)) == MAX_RESERVED
