@@ -27,8 +27,18 @@ and 256 unless ``--concurrency`` names one):
    pods (kube-apiserver applying the patch, and every component handling the larger pods), in any language;
 4. **without it**: the webhooks unregistered and no webhook process running (the bare control plane: no
    admission call, no watch, no reconciler writes), the same burst with the same client code
-   (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace. spreadhook is restarted and
-   re-registered before the next C, so with and without alternate and see the same cluster.
+   (:func:`benchmarks.podcreate.create_pods`) into a fresh namespace.
+
+The five bursts run in this order in odd repetitions and in the reverse order in even ones (``burst_order``):
+the control plane drifts from one burst to the next, and a fixed order would charge the drift to the same
+mode every time. spreadhook is stopped and unregistered for steps 3-4 and restarted and re-registered for 1-2.
+
+**Where the time goes.** At C=64 and above every burst keeps both cores of this machine busy (the table's
+"CPU cores busy" row: 2.0 in every mode), so pods/s is 2,000 divided by the CPU milliseconds all components
+spend per pod, and the ratio with/without is the ratio of those sums ("ratio by CPU" row; it matched the
+measured ratio within 0.01 in every C=64 and C=256 run of 2026-12-06). Any webhook is held to
+``without / (without + what it adds per pod)``: kube-apiserver's side of the call, the webhook's own CPU, and
+what its changes cost the other components. The CPU rows break that sum down by component.
 
 ``--topology split`` runs the webhook (``spreadhook serve``, whose store watches no pods) and the reconciler
 (``spreadhook reconcile``) as two processes instead of the one ``spreadhook run`` that ``harness.install``
@@ -355,6 +365,13 @@ class Run:
         return self.with_pods_per_s / self.patching_pods_per_s if self.patching_pods_per_s else 0.0
 
     @property
+    def cpu_ratio(self) -> float | None:
+        """Bare against with-webhook CPU milliseconds per pod, all components: the ratio pods/s must show when
+        both bursts keep every core busy, since each pod then takes exactly its CPU's share of the machine."""
+        with_ms, without_ms = sum(self.cpu_with.values()), sum(self.cpu_without.values())
+        return without_ms / with_ms if with_ms and without_ms else None
+
+    @property
     def status_writes_per_pod(self) -> float:
         return self.ledger_writes / self.admitted if self.admitted else 0.0
 
@@ -370,7 +387,8 @@ class Run:
             "status_writes_per_pod": round(self.status_writes_per_pod, 4),
             "conflicts": self.conflicts,
             "violations": self.violations + self.violations_after_scale_in,
-            "details": {k: v for k, v in asdict(self).items() if k not in ("concurrency", "repeat")},
+            "details": {**{k: v for k, v in asdict(self).items() if k not in ("concurrency", "repeat")},
+                        "cpu_ratio": _r(self.cpu_ratio), "burst_order": list(burst_order(self.repeat))},
         }
 
 
@@ -681,6 +699,20 @@ def _wait_webhook_called(cp: ControlPlane, api: client.ApiClient, registered: bo
                lambda yes: yes == registered, timeout, 0.5)
 
 
+MODES = ("with", "no-spread", "null", "null+patch", "without")
+"""The five bursts of one measurement, in the order of an odd repetition."""
+SPREADHOOK_MODES = frozenset({"with", "no-spread"})
+"""The bursts that go through spreadhook (the others need it stopped and unregistered)."""
+
+
+def burst_order(repeat: int) -> tuple[str, ...]:
+    """The order of the five bursts in repetition REPEAT (from 1): as ``MODES`` in odd ones, reversed in even
+    ones. The control plane does not stay the same from burst to burst (etcd's history grows, earlier bursts'
+    garbage is still being collected), and a fixed order hands whatever that drift costs to the same mode every
+    time; alternating it, an even ``--repeat`` gives every mode each position once per pair (an ABBA design)."""
+    return MODES if repeat % 2 else MODES[::-1]
+
+
 def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _log, *, split: bool = False,
             repeat: int = 1) -> list[Run]:
     """Bring a control plane up, run every C with and without the webhook REPEAT times in a row, always tear
@@ -705,21 +737,28 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary)
         patching = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary, name="nullhook-patching",
                                patch=patch)
+        def spreadhook_registered(registered: bool) -> None:
+            if registered and not webhook.alive():
+                webhook.start()
+                register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
+            elif not registered and webhook.alive():
+                unregister(cp)
+                webhook.stop()
+            _wait_webhook_called(cp, api, registered=registered)
+
         for concurrency, attempt in ((c, k) for c in concurrencies for k in range(1, repeat + 1)):
             run = Run(concurrency, pods, attempt)
             runs.append(run)
-            if not webhook.alive():
-                webhook.start()
-                register(cp, webhook.url, ca_pem, conversion_url=webhook.conversion_url)
-            _wait_webhook_called(cp, api, registered=True)
-            burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
-            burst_through_idle_webhook(cp, api, webhook, run, log)
-            unregister(cp)
-            webhook.stop()
-            _wait_webhook_called(cp, api, registered=False)
-            burst_through_null_webhook(cp, api, null, ca_pem, run, log)
-            burst_through_null_webhook(cp, api, patching, ca_pem, run, log)
-            burst_without_webhook(cp, api, run, log)
+            for mode in burst_order(attempt):
+                spreadhook_registered(mode in SPREADHOOK_MODES)
+                if mode == "with":
+                    burst_with_webhook(cp, api, webhook, run, scale_in_to, log)
+                elif mode == "no-spread":
+                    burst_through_idle_webhook(cp, api, webhook, run, log)
+                elif mode in ("null", "null+patch"):
+                    burst_through_null_webhook(cp, api, null if mode == "null" else patching, ca_pem, run, log)
+                else:
+                    burst_without_webhook(cp, api, run, log)
         if webhook.alive():
             webhook.stop()
         if "Traceback" in webhook.log.read_text(errors="replace"):
@@ -830,6 +869,7 @@ def medians(runs: list[Run]) -> str:
             ("ratio with/without", [r.ratio for r in same]),
             ("ratio patching null/without", [r.patching_ratio for r in same]),
             ("ratio with/patching null", [r.floor_ratio for r in same]),
+            ("ratio by CPU (without/with ms per pod)", [r.cpu_ratio for r in same if r.cpu_ratio is not None]),
             ("webhook admission p99 ms", [r.p99_ms for r in same if r.p99_ms is not None]),
         ):
             if values:
@@ -844,9 +884,18 @@ def _cpu_rows(runs: list[Run]) -> list[tuple[str, list[str], str]]:
         return "/".join(_fmt(sum(t.values()) if component is None else t.get(component), 1) if t else "-"
                         for t in (r.cpu_with, r.cpu_idle, r.cpu_null, r.cpu_patching, r.cpu_without))
 
+    def cores(r: Run) -> str:
+        return "/".join(_fmt(sum(t.values()) * rate / 1000, 2) if t else "-" for t, rate in (
+            (r.cpu_with, r.with_pods_per_s), (r.cpu_idle, r.idle_pods_per_s), (r.cpu_null, r.null_pods_per_s),
+            (r.cpu_patching, r.patching_pods_per_s), (r.cpu_without, r.without_pods_per_s)))
+
     columns = "with/no-spread/null/null+patch/without"
     rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], columns) for c in cpu.COMPONENTS]
-    return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], columns)]
+    return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], columns),
+            ("CPU cores busy", [cores(r) for r in runs], columns + "; 2.0 = this machine saturated"),
+            ("ratio by CPU (without/with ms per pod)", [_fmt(r.cpu_ratio, 3) for r in runs],
+             "= ratio with/without when both saturate"),
+            ("burst order", [" ".join(burst_order(r.repeat)) for r in runs], "")]
 
 
 def chart(runs: list[Run], path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.burst import Run, medians, table
+from benchmarks.burst import MODES, Run, burst_order, medians, table
 
 
 def run(concurrency: int, repeat: int, with_: float, bare: float, floor: float, p99: float | None) -> Run:
@@ -44,3 +44,29 @@ def test_the_table_names_each_repetition_in_its_column_header() -> None:
                     run(256, 1, 1.0, 1.0, 1.0, 1.0)]).splitlines()[0]
 
     assert header.split()[2:7] == ["64", "#1", "64", "#2", "256"]
+
+
+def test_even_repetitions_run_the_five_bursts_in_the_reverse_order_of_odd_ones() -> None:
+    assert burst_order(1) == MODES == burst_order(3)
+    assert burst_order(2) == tuple(reversed(MODES))
+    assert burst_order(1)[0] == "with" and burst_order(2)[0] == "without"
+
+
+def test_the_ratio_by_cpu_divides_the_bare_bursts_cpu_per_pod_by_the_webhooks() -> None:
+    measured = run(64, 1, 200.0, 300.0, 250.0, 9.0)
+    measured.cpu_with = {"kube-apiserver": 6.0, "spreadhook": 2.0, "clients": 2.0}
+    measured.cpu_without = {"kube-apiserver": 4.0, "spreadhook": 0.0, "clients": 2.0}
+
+    assert measured.cpu_ratio == 0.6
+    assert run(64, 1, 1.0, 1.0, 1.0, 1.0).cpu_ratio is None  # no CPU readings: no ratio, not a division by zero
+
+
+def test_the_table_shows_how_busy_the_cores_were_in_each_burst() -> None:
+    measured = run(64, 2, 200.0, 400.0, 250.0, 9.0)
+    measured.cpu_with, measured.cpu_without = {"kube-apiserver": 10.0}, {"kube-apiserver": 5.0}
+
+    rows = {line.split("  ")[0]: line for line in table([measured]).splitlines()}
+
+    assert "2.00/-/-/-/2.00" in rows["CPU cores busy"]
+    assert "0.500" in rows["ratio by CPU (without/with ms per pod)"]
+    assert "without null+patch null no-spread with" in rows["burst order"]
