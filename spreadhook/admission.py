@@ -14,7 +14,12 @@ Failure policy, decided here and documented in README:
 * spreadhook *cannot decide* (API server unreachable, or a deadline passed with no unlimited subset) ->
   ``Unavailable``, which the server answers with HTTP 503, so the webhook configuration's ``failurePolicy``
   decides: ``Ignore`` (the default) creates the pod unchanged and the reconciler counts it afterwards,
-  ``Fail`` refuses it.
+  ``Fail`` refuses it;
+* the WorkloadSpread is gone from the API server though the cache still held it (deleted with its
+  namespace, or on its own, moments ago) -> nothing governs the pod any more: a create is admitted
+  unchanged with a warning, a delete or eviction has no slot to give back and is allowed. Answering 503
+  there made every pod deletion of a namespace being deleted a failed webhook call, and would refuse pod
+  creations under ``Fail`` for as long as the cache lagged.
 """
 
 from __future__ import annotations
@@ -228,6 +233,11 @@ class Webhook:
                 return self._mutated(pod, ws, fallback, "fallback", [
                     f"spreadhook: WorkloadSpread {ws.name}: {exc}; placed in subset {fallback.subset.name}, "
                     "which has no max"])
+            except NotFound:
+                log.info("WorkloadSpread deleted while a pod was admitted; admitted without a subset",
+                         extra={"workloadSpread": ws.key, "pod": spread.pod_name(pod)})
+                return warn(f"WorkloadSpread {ws.name} was deleted meanwhile; the pod is admitted without a subset",
+                            "ignored")
             except StoreError as exc:
                 raise Unavailable(f"WorkloadSpread {ws.key}: cannot record the pod in the ledger: {exc}") from exc
         if admission.subset is None:
@@ -285,6 +295,10 @@ class Webhook:
             return Verdict(outcome="ignored")
         try:
             released = self._ledger.release(ws, pod, deadline=deadline)
+        except NotFound:  # no slot left to give back; debug only: a namespace deletion brings thousands
+            log.debug("WorkloadSpread already deleted; no slot to release",
+                      extra={"workloadSpread": ws.key, "pod": spread.pod_name(pod)})
+            return Verdict(outcome="ignored")
         except StoreError as exc:
             raise Unavailable(f"WorkloadSpread {ws.key}: cannot release the pod's slot: {exc}") from exc
         return Verdict(outcome="released" if released.changed else "unchanged", subset=released.subset or "")

@@ -10,7 +10,8 @@ import pytest
 
 from spreadhook import admission, model, spread
 from spreadhook.ledger import MAX_RESERVED, Ledger
-from spreadhook.store import MemoryStore
+from spreadhook.model import Obj, WorkloadSpreadStatus
+from spreadhook.store import MemoryStore, NotFound
 from tests.unit.factories import pod, ws_dict
 
 WORKLOAD = {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
@@ -36,13 +37,58 @@ def webhook_over(subsets: list[dict[str, Any]]) -> admission.Webhook:
     return admission.Webhook(store, Ledger(store), budget_seconds=0.3)
 
 
-def create(webhook: admission.Webhook, name: str) -> admission.Verdict:
+class DeletedOnTheServer(MemoryStore):
+    """The cache still holds the WorkloadSpread, but the API server has deleted it (with its namespace, say):
+    every status write and fresh read finds nothing."""
+
+    def write_status(self, ws: model.WorkloadSpread, status: WorkloadSpreadStatus) -> model.WorkloadSpread:
+        raise NotFound(f"WorkloadSpread {ws.key} not found")
+
+    def patch_status(self, ws: model.WorkloadSpread, operations: list[Obj]) -> model.WorkloadSpread:
+        raise NotFound(f"WorkloadSpread {ws.key} not found")
+
+    def fresh_workload_spread(self, namespace: str, name: str) -> model.WorkloadSpread | None:
+        return None
+
+
+def review(webhook: admission.Webhook, operation: str, obj: Any, old: Any = None) -> admission.Verdict:
     body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": "u-1", "operation": "CREATE", "namespace": "default",
+            "request": {"uid": "u-1", "operation": operation, "namespace": "default",
                         "kind": {"group": "", "version": "v1", "kind": "Pod"},
                         "resource": {"group": "", "version": "v1", "resource": "pods"},
-                        "object": pod(name), "oldObject": None, "dryRun": False}}
+                        "object": obj, "oldObject": old, "dryRun": False}}
     return webhook.pods(admission.parse_review(json.dumps(body).encode()))
+
+
+def create(webhook: admission.Webhook, name: str) -> admission.Verdict:
+    return review(webhook, "CREATE", pod(name))
+
+
+def webhook_after_deletion() -> admission.Webhook:
+    store = DeletedOnTheServer()
+    status = {"versionedSubsetStatuses": {spread.pod_version(pod()): [
+        {"name": "local", "replicas": 1, "missingReplicas": 4},
+        {"name": "cloud", "replicas": 0, "missingReplicas": -1}]}}
+    store.apply_workload_spread(ws_dict([{"name": "local", "maxReplicas": 5}, {"name": "cloud"}], status=status))
+    store.apply_workload(WORKLOAD)
+    return admission.Webhook(store, Ledger(store), budget_seconds=0.3)
+
+
+def test_a_pod_created_just_after_its_workloadspread_was_deleted_is_admitted_unchanged_with_a_warning() -> None:
+    verdict = create(webhook_after_deletion(), "app-0")
+
+    assert verdict.outcome == "ignored"
+    assert not verdict.patch
+    assert verdict.warnings and "was deleted meanwhile" in verdict.warnings[0]
+
+
+def test_deleting_a_pod_whose_workloadspread_is_already_gone_is_allowed_without_a_release() -> None:
+    leaving = pod("app-0", annotations={spread.MATCHED_ANNOTATION: spread.Matched("ws", "local").to_annotation()})
+
+    verdict = review(webhook_after_deletion(), "DELETE", None, old=leaving)
+
+    assert verdict.outcome == "ignored"
+    assert not verdict.warnings
 
 
 def test_a_pod_whose_slot_cannot_be_recorded_in_time_goes_to_the_first_subset_without_a_max() -> None:
