@@ -18,7 +18,7 @@ from typing import Protocol
 
 from spreadhook import workloads
 from spreadhook.reconciler import Reconciler
-from spreadhook.store import Store, StoreError
+from spreadhook.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ COALESCE_SECONDS = 0.5
 MAX_COALESCE_SECONDS = 5.0
 SYNC_DUTY_FACTOR = 3.0
 MAX_BACKOFF_SECONDS = 30.0
+QUIET_CONFLICTS = 5
+"""Syncs in a row that may lose to the webhook's ledger writes (or find the WorkloadSpread just deleted) before
+that is worth a warning. While thousands of pods come or go at once (a burst, a namespace being deleted) the
+ledger writes the status many times a second and a sync's write loses often; the next sync starts from what
+the ledger wrote, so only a run of losses (seconds of them, with the backoff) means something is wrong. One
+benchmark run logged 32 such warnings, each healed by the next sync."""
 
 
 def coalesce_delay(last_sync_seconds: float) -> float:
@@ -170,7 +176,9 @@ class Controller:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**failures)
-            log.warning("sync of WorkloadSpread %s failed (%s); retrying in %.1fs", key, exc, delay)
+            expected = isinstance(exc, Conflict | NotFound) and failures < QUIET_CONFLICTS
+            log.log(logging.INFO if expected else logging.WARNING, "sync of WorkloadSpread %s failed (%s); "
+                    "retrying in %.1fs", key, exc, delay, extra={"workloadSpread": key, "failures": failures})
             self.enqueue(key, delay)
             return
         except Exception:

@@ -180,7 +180,7 @@ class Reconciler:
 
         def rebased(fresh: WorkloadSpread) -> WorkloadSpreadStatus:
             if fresh.generation != ws.generation:
-                raise StoreError(f"WorkloadSpread {ws.key} changed while it was reconciled")
+                raise Conflict(f"WorkloadSpread {ws.key} changed while it was reconciled")
             replicas = self._replicas(ws) if workload_replicas is None else workload_replicas
             return spread.rebase(ws, plan.status, ws.status, fresh.status, pods, replicas)
 
@@ -279,7 +279,7 @@ class Reconciler:
                 status = instead
                 time.sleep(min(0.05, 0.002 * 2**attempt))
                 attempt += 1
-        raise StoreError(f"WorkloadSpread {ws.key}: {what} kept conflicting")
+        raise Conflict(f"WorkloadSpread {ws.key}: {what} kept conflicting")
 
     def _replicas(self, ws: WorkloadSpread) -> int:
         ref = ws.target_ref

@@ -3,6 +3,7 @@ how the ledger is settled between syncs."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from spreadhook import controller
 from spreadhook.controller import Controller
 from spreadhook.reconciler import SyncResult
-from spreadhook.store import MemoryStore
+from spreadhook.store import Conflict, MemoryStore, StoreError
 from tests.unit import factories
 
 
@@ -89,3 +90,34 @@ def test_the_ledger_is_settled_every_interval_between_syncs_and_never_while_one_
     assert len(reconciler.syncs) >= 2
     assert len(reconciler.settled) >= 10
     assert not [at for at in reconciler.settled if any(start <= at <= end for start, end in reconciler.syncs)]
+
+
+class FailingReconciler(TimedReconciler):
+    """Every sync fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(0.0)
+        self.error = error
+
+    def sync(self, namespace: str, name: str) -> SyncResult:
+        raise self.error
+
+
+def _levels_of_failed_syncs(error: Exception, syncs: int, caplog: pytest.LogCaptureFixture) -> list[int]:
+    loop = Controller(MemoryStore(), FailingReconciler(error), resync_seconds=3600)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="spreadhook.controller"):
+        for _ in range(syncs):
+            loop._sync("default/ws")
+    return [r.levelno for r in caplog.records if "sync of WorkloadSpread default/ws failed" in r.getMessage()]
+
+
+def test_syncs_losing_to_the_ledgers_writes_are_logged_quietly_until_they_keep_losing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    levels = _levels_of_failed_syncs(Conflict("status kept conflicting"), controller.QUIET_CONFLICTS + 1, caplog)
+
+    assert levels == [logging.INFO] * (controller.QUIET_CONFLICTS - 1) + [logging.WARNING] * 2
+
+
+def test_a_sync_that_cannot_reach_the_api_server_is_a_warning_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    assert _levels_of_failed_syncs(StoreError("connection refused"), 1, caplog) == [logging.WARNING]
