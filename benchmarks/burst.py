@@ -867,6 +867,7 @@ def medians(runs: list[Run]) -> str:
             ("pods/s with webhook", [r.with_pods_per_s for r in same]),
             ("pods/s without webhook", [r.without_pods_per_s for r in same]),
             ("ratio with/without", [r.ratio for r in same]),
+            ("ratio no-spread/without", [r.idle_ratio for r in same]),
             ("ratio patching null/without", [r.patching_ratio for r in same]),
             ("ratio with/patching null", [r.floor_ratio for r in same]),
             ("ratio by CPU (without/with ms per pod)", [r.cpu_ratio for r in same if r.cpu_ratio is not None]),
