@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from spreadhook import model, spread
-from spreadhook.ledger import CommitStats, Ledger, LedgerTimeout
+from spreadhook.ledger import ENTRY_ID_CHARACTERS, CommitStats, Ledger, LedgerTimeout, new_entry_id
 from spreadhook.store import MemoryStore
 from tests.unit.factories import T0, pod, ws_dict
 
@@ -282,3 +282,11 @@ def test_the_first_write_of_a_burst_reserves_for_the_pods_the_workload_has_yet_t
                           pods_to_come=lambda i=i: 40 - i) for i in range(1, 30)]
     assert all(d.generated_uid.startswith(spread.RESERVED_PREFIX) for d in later), "each took a reserved slot"
     assert store.status_writes == writes, "and none waited for a write"
+
+
+def test_the_keys_made_up_for_entries_are_a_third_of_a_uuid_and_do_not_repeat() -> None:
+    ids = [new_entry_id() for _ in range(20_000)]
+
+    assert len(set(ids)) == len(ids)
+    assert {len(i) for i in ids} == {ENTRY_ID_CHARACTERS}
+    assert all(set(i) <= set("abcdefghijklmnopqrstuvwxyz234567") for i in ids)  # lower-case base32: JSON-pointer safe
