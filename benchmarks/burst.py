@@ -123,6 +123,10 @@ WEBHOOK_NAME = "mpod.spreadhook.io"
 NULLHOOK_SOURCE = Path(__file__).resolve().parent / "nullhook"
 DEFAULT_CONCURRENCY = (16, 64, 256)
 TARGETS = {"ratio": 0.8, "p99_ms": 50.0, "status_writes_per_pod": 0.2, "violations": 0}
+MODES = ("with", "no-spread", "null", "null+patch", "without")
+"""The five bursts of one measurement, in the order of an odd repetition."""
+SPREADHOOK_MODES = frozenset({"with", "no-spread"})
+"""The bursts that go through spreadhook (the others need it stopped and unregistered)."""
 Log = Callable[[str], None]
 
 
@@ -363,6 +367,12 @@ class Run:
         """With the webhook against the patching null webhook: how far spreadhook is from what any webhook
         making its change to the pods would cost here."""
         return self.with_pods_per_s / self.patching_pods_per_s if self.patching_pods_per_s else 0.0
+
+    def per_mode(self) -> list[tuple[cpu.CpuTimes, float]]:
+        """Each burst's CPU ms per pod by component and its pods/s, in ``MODES`` order."""
+        return [(self.cpu_with, self.with_pods_per_s), (self.cpu_idle, self.idle_pods_per_s),
+                (self.cpu_null, self.null_pods_per_s), (self.cpu_patching, self.patching_pods_per_s),
+                (self.cpu_without, self.without_pods_per_s)]
 
     @property
     def cpu_ratio(self) -> float | None:
@@ -699,12 +709,6 @@ def _wait_webhook_called(cp: ControlPlane, api: client.ApiClient, registered: bo
                lambda yes: yes == registered, timeout, 0.5)
 
 
-MODES = ("with", "no-spread", "null", "null+patch", "without")
-"""The five bursts of one measurement, in the order of an odd repetition."""
-SPREADHOOK_MODES = frozenset({"with", "no-spread"})
-"""The bursts that go through spreadhook (the others need it stopped and unregistered)."""
-
-
 def burst_order(repeat: int) -> tuple[str, ...]:
     """The order of the five bursts in repetition REPEAT (from 1): as ``MODES`` in odd ones, reversed in even
     ones. The control plane does not stay the same from burst to burst (etcd's history grows, earlier bursts'
@@ -737,6 +741,7 @@ def measure(concurrencies: list[int], pods: int, scale_in_to: int, log: Log = _l
         null = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary)
         patching = NullWebhook(cp, workdir, free_port(), workdir / "certs", binary=binary, name="nullhook-patching",
                                patch=patch)
+
         def spreadhook_registered(registered: bool) -> None:
             if registered and not webhook.alive():
                 webhook.start()
@@ -883,14 +888,12 @@ def _cpu_rows(runs: list[Run]) -> list[tuple[str, list[str], str]]:
     pods/s falls by the extra CPU each pod costs, so these say which component pays for the webhook."""
     def cell(r: Run, component: str | None) -> str:
         return "/".join(_fmt(sum(t.values()) if component is None else t.get(component), 1) if t else "-"
-                        for t in (r.cpu_with, r.cpu_idle, r.cpu_null, r.cpu_patching, r.cpu_without))
+                        for t, _ in r.per_mode())
 
     def cores(r: Run) -> str:
-        return "/".join(_fmt(sum(t.values()) * rate / 1000, 2) if t else "-" for t, rate in (
-            (r.cpu_with, r.with_pods_per_s), (r.cpu_idle, r.idle_pods_per_s), (r.cpu_null, r.null_pods_per_s),
-            (r.cpu_patching, r.patching_pods_per_s), (r.cpu_without, r.without_pods_per_s)))
+        return "/".join(_fmt(sum(t.values()) * rate / 1000, 2) if t else "-" for t, rate in r.per_mode())
 
-    columns = "with/no-spread/null/null+patch/without"
+    columns = "/".join(MODES)
     rows = [(f"CPU ms/pod {c}", [cell(r, c) for r in runs], columns) for c in cpu.COMPONENTS]
     return [*rows, ("CPU ms/pod, all", [cell(r, None) for r in runs], columns),
             ("CPU cores busy", [cores(r) for r in runs], columns + "; 2.0 = this machine saturated"),
