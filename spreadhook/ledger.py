@@ -612,10 +612,11 @@ class Ledger:
         workload says it has yet to create (``TO_COME``) up to ``FIRST_WAVE_RESERVED``, and as many as its last
         scale-out announced and has not yet taken (``group.announced``). Call with ``group.lock`` held."""
         low, high = RESERVE_LEAD_SECONDS
-        since = time.monotonic() - SLOW_WRITE_MEMORY_SECONDS
-        slowest = max((seconds for landed, seconds in group.recent_writes if landed >= since), default=0.0)
+        now = time.monotonic()
+        slowest = max((seconds for landed, seconds in group.recent_writes
+                       if landed >= now - SLOW_WRITE_MEMORY_SECONDS), default=0.0)
         lead = min(high, max(low, 3 * slowest))
-        recent = int(time.monotonic()) - RATE_MEMORY_SECONDS
+        recent = int(now) - RATE_MEMORY_SECONDS
         per_second = max((count for second, count in group.arrivals if second > recent), default=0)
         expected = math.ceil(per_second * lead)
         return min(MAX_RESERVED, max(expected, waiting, min(FIRST_WAVE_RESERVED, to_come), group.announced))
